@@ -1,0 +1,150 @@
+"""Resolve --model / --adapter / --device / --dtype into a ready ``ModelAdapter``.
+
+Hub ids keep the real loading path; when the hub cannot be reached and the model is not
+in the local cache, loading stops at once with a line that says what to do instead of
+retrying for half a minute.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import re
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import ModelLoadError, UnknownNameError
+from ..registry import MODELS
+from .base import ModelAdapter
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LOCAL_HINT = "use a local model directory instead, such as checkpoints/tiny-sudoku"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ModelLoadError(f"--device '{device}' is not a device torch knows ({e}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device} asked for CUDA, but torch sees no GPU here; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint; respects HF_HUB_OFFLINE."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(repo_id: str, filename: str = "config.json", subfolder: str | None = None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    name = f"{subfolder}/{filename}" if subfolder else filename
+    return isinstance(try_to_load_from_cache(repo_id, name), str)
+
+
+def resolve_source(name: str, *, what: str = "--model", filename: str = "config.json", subfolder: str | None = None) -> str:
+    """Return a local directory or a hub id that can be loaded, or raise a clear error."""
+    path = Path(name).expanduser()
+    if path.exists():
+        where = path / subfolder if subfolder else path
+        if not where.is_dir() or not (where / filename).exists():
+            raise ModelLoadError(f"{what} '{where}' holds no {filename}; it is not a Hugging Face {what.strip('-')} directory")
+        return str(path)
+    first = Path(name.split("/")[0])
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1 or first.is_dir()
+    if looks_local or not _HUB_ID.match(name):
+        parent = path.parent if str(path.parent) else Path(".")
+        hint = ""
+        if parent.is_dir():
+            close = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=1)
+            if close:
+                hint = f"; did you mean '{parent / close[0]}'?"
+        raise ModelLoadError(f"{what} path '{name}' does not exist{hint}")
+    if _in_hub_cache(name, filename, subfolder):
+        return name
+    if not hub_reachable():
+        raise ModelLoadError(
+            f"{what} '{name}' is a Hugging Face hub id, but the hub cannot be reached from here and it is not in "
+            f"the local cache; download it where the hub answers (hf download {name}) and pass the directory, "
+            f"or {LOCAL_HINT}"
+        )
+    return name
+
+
+def read_model_type(source: str) -> str:
+    path = Path(source)
+    if path.is_dir():
+        cfg_file = path / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        cfg_file = Path(hf_hub_download(source, "config.json"))
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"--model '{source}': cannot read config.json ({e})") from None
+    model_type = cfg.get("model_type")
+    if not model_type:
+        raise ModelLoadError(f"--model '{source}': config.json has no model_type")
+    return str(model_type)
+
+
+def load_model(cfg: ModelConfig) -> ModelAdapter:
+    """Load the model family named by config.json, attach the adapter, move to device."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    source = resolve_source(cfg.model)
+    model_type = read_model_type(source)
+    try:
+        family = MODELS.get(model_type)
+    except UnknownNameError:
+        if not cfg.trust_remote_code:
+            raise ModelLoadError(
+                f"--model '{cfg.model}' has architecture '{model_type}', which dllmrl does not know; "
+                f"supported: {', '.join(MODELS.names())}. Pass --trust-remote-code to run the repository's own "
+                f"code as a masked LM, or {LOCAL_HINT}"
+            ) from None
+        family = MODELS.get("remote-code")
+    log.info("loading %s (%s) on %s as %s", cfg.model, model_type, device, dtype)
+    adapter: ModelAdapter = family(source, cfg, dtype)
+    adapter.name = cfg.model
+    if cfg.adapter:
+        adapter.model = load_peft_adapter(adapter.model, cfg.adapter, cfg.adapter_subfolder)
+    adapter.model.to(device)
+    adapter.model.eval()
+    return adapter
+
+
+def load_peft_adapter(model, adapter: str, subfolder: str | None = None, *, trainable: bool = False):
+    from peft import PeftModel
+
+    source = resolve_source(adapter, what="--adapter", filename="adapter_config.json", subfolder=subfolder)
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    try:
+        return PeftModel.from_pretrained(model, source, is_trainable=trainable, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"--adapter '{adapter}' could not be loaded onto --model: {e}") from None
