@@ -33,14 +33,17 @@ class Task(Protocol):
     name: str
     prefill: str
     """Text appended after the chat template's generation prompt (the reference uses '<reasoning>')."""
-    system_prompt: str | None
-    """System text placed before the question in the user turn, when the pack's protocol has one."""
+    prompt_styles: Sequence[str]
+    """Named prompt formats, e.g. 'eval' (the published evaluation protocol), 'train' (the reference's
+    training prompt) and 'compact' (short prompts for the tiny character-level models)."""
 
     def splits(self) -> Mapping[str, int]:
         """Split name -> number of examples (cheap: no model, no torch)."""
         ...
 
-    def load(self, split: str) -> Sequence[Example]: ...
+    def load(self, split: str, prompt_style: str = "eval") -> Sequence[Example]:
+        """Examples of a split; ``Example.prompt`` is the complete user turn in that prompt style."""
+        ...
 
     def extract(self, completion: str) -> str | None:
         """The ONE answer parser of the pack."""
