@@ -1,0 +1,93 @@
+"""``dllmrl bench``: the sampler and a training micro-step against their forward-pass floors."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from .options import DeviceOpt, DtypeOpt, TrustRemoteCodeOpt
+
+EPILOG = """Examples:
+
+  dllmrl bench --model checkpoints/tiny-sudoku
+
+  dllmrl bench --tiny-vocab 32000 --json
+
+  dllmrl bench --model GSAI-ML/LLaDA-8B-Instruct --batch-size 4 --gen-len 256 --device cuda
+"""
+
+
+def bench_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local directory of the model to time.")] = "checkpoints/tiny-sudoku",
+    tiny_vocab: Annotated[Optional[int], typer.Option("--tiny-vocab", help="Time a random tiny ModernBERT with this vocabulary instead of --model (e.g. 100 vs 32000 shows trajectory memory does not depend on it).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per batch.")] = 8,
+    prompt_len: Annotated[int, typer.Option("--prompt-len", help="Prompt tokens per sequence (random ids).")] = 64,
+    gen_len: Annotated[int, typer.Option("--gen-len", help="Generated positions.")] = 256,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default gen-len / 2).")] = None,
+    block_len: Annotated[int, typer.Option("--block-len", help="Block length.")] = 32,
+    k_steps: Annotated[int, typer.Option("--k-steps", help="Selected steps per rollout (training).")] = 8,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats; the median is reported.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and sampling.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
+    no_train: Annotated[bool, typer.Option("--no-train", help="Skip the training micro-step.")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else on stdout.")] = False,
+) -> None:
+    """Time the forward-pass floor, the sampler and a training micro-step; report peak memory."""
+    from ..bench import BenchConfig
+
+    cfg = BenchConfig(batch_size=batch_size, prompt_len=prompt_len, gen_len=gen_len, steps=steps,
+                      block_len=block_len, k_steps=k_steps, repeats=repeats, warmup=warmup, seed=seed)
+    import torch
+    from rich.console import Console
+
+    from ..bench import random_tiny_adapter, run_bench, train_step_fns
+    from ..config import ModelConfig
+    from ..models import load_model, resolve_device, resolve_dtype
+    from ..ui import stderr_console, table
+
+    if threads:
+        torch.set_num_threads(threads)
+    if tiny_vocab:
+        adapter = random_tiny_adapter(tiny_vocab, max_len=prompt_len + gen_len)
+        dev = resolve_device(device)
+        adapter.model.to(dev, resolve_dtype(dtype, dev))
+    else:
+        adapter = load_model(ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code))
+    status = stderr_console().status("benchmarking")
+    with status:
+        res = run_bench(adapter, cfg, train_step=None if no_train else train_step_fns(),
+                        on_phase=lambda name: status.update(f"timing: {name}"))
+    res["model"] = adapter.name
+    if as_json:
+        typer.echo(json.dumps(res))
+        return
+    rows = [
+        ("forward floor (steps plain forwards)", f"{res['floor_s']:.3f} s", ""),
+        ("sampler (eval)", f"{res['sampler_s']:.3f} s", f"{res['sampler_floor_ratio']:.3f}x floor"),
+        ("rollout (training: T=0.9, top-K greedy kept)", f"{res['rollout_s']:.3f} s", f"{res['rollout_floor_ratio']:.3f}x floor"),
+        ("generated tokens / s", f"{res['tokens_per_s']:.0f}", ""),
+        ("trajectory memory / sequence", f"{res['trajectory_bytes_per_seq'] / 1024:.1f} KiB", ""),
+    ]
+    if "train_batched_s" in res:
+        rows += [
+            ("train micro-step floor (fwd+bwd)", f"{res['train_floor_s'] * 1000:.1f} ms", ""),
+            ("train micro-step, batched", f"{res['train_batched_s'] * 1000:.1f} ms", f"{res['train_floor_ratio']:.3f}x floor"),
+            ("train micro-step, per sample", f"{res['train_per_sample_s'] * 1000:.1f} ms",
+             f"batched is {res['train_batched_speedup']:.2f}x faster"),
+        ]
+    rows.append(("peak RSS", f"{res['peak_rss_mb']:.0f} MB", ""))
+    if "cuda_peak_mb" in res:
+        rows.append(("CUDA peak allocated", f"{res['cuda_peak_mb']:.0f} MB", ""))
+    title = (f"{res['model']} on {res['device']} ({res['dtype']}, {res['threads']} threads): batch {batch_size}, "
+             f"prompt {prompt_len}, gen {gen_len}, steps {res['steps']}, K {k_steps}")
+    Console().print(table(title, ["measure", "value", "ratio"], rows))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench", epilog=EPILOG)(bench_command)
