@@ -102,3 +102,6 @@ TASKS: Registry = Registry("task", entry_point_group="dllmrl.tasks")
 METHODS: Registry = Registry("method")
 STEP_SELECTORS: Registry = Registry("step selector")
 MODELS: Registry = Registry("model family")
+
+# Built-in task packs (lazy: `dllmrl ls tasks` imports only the light pack modules).
+TASKS.register("sudoku", "tasks.sudoku:Sudoku")

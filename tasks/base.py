@@ -3,15 +3,42 @@
 Shape (see STYLE.md):
 
     task = get_task("sudoku")
-    examples = task.load("test")
-    task.verify(examples[0], completion) -> bool
-    for name, (fn, weight) in task.rewards().items(): fn(example, completion) -> float
+    examples = task.load("test", prompt_style="eval")
+    text = task.prefill_for("eval") + completion          # the "response": what the assistant said
+    task.verify(examples[0], text) -> bool
+    for name, (fn, weight) in task.rewards().items(): fn(example, text) -> float
+
+Conventions every pack follows (the trainer, SFT and eval rely on them):
+
+- ``Example.prompt`` is the complete user turn in the requested prompt style (the chat template
+  is applied by the model adapter, not here).
+- ``prefill_for(style)`` is appended after the chat template's generation prompt; it is model
+  input, never generated. The reference prefills ``<reasoning>`` at evaluation and nothing during
+  training, so ``prefill_for("eval") == "<reasoning>"`` and ``prefill_for("train") == ""``.
+  ``task.prefill`` is the eval one.
+- ``verify`` and the reward functions take the *response*: ``prefill_for(style) + completion``.
+  Answer extraction never depends on the prefill, so passing the bare completion gives the same
+  correctness; format rewards (which look for ``<reasoning>``) need the prefill to be included.
+  ``response_text`` below builds it.
+- ``sft_target(ex, style)`` is the gold completion: what the model should generate *after* the
+  prefill. ``verify(ex, prefill_for(style) + sft_target(ex, style))`` is always True.
+- The reward named ``"correct"`` is ``float(verify(...))``: training and evaluation never disagree
+  on what "correct" means.
+
+Optional extras (``TaskBase`` provides defaults, the evaluator falls back when a third-party
+pack lacks them): ``details(ex, response)`` adds per-record fields to the eval JSONL (Sudoku's
+cell counts), ``summary(records)`` adds set-level metrics (Sudoku's cell accuracy),
+``headline`` names the metric the paper reports, ``from_fields(fields)`` builds an Example from
+a ``dllmrl score`` input line, and ``score_batch`` lets code packs run their sandbox in parallel.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+PROMPT_STYLES = ("eval", "train", "compact")
 
 
 @dataclass(frozen=True)
@@ -25,14 +52,14 @@ class Example:
 
 
 RewardFn = Callable[[Example, str], float]
-"""Per sample, pure: (example, completion text) -> reward."""
+"""Per sample, pure: (example, response text) -> reward."""
 
 
 @runtime_checkable
 class Task(Protocol):
     name: str
     prefill: str
-    """Text appended after the chat template's generation prompt (the reference uses '<reasoning>')."""
+    """Text appended after the chat template's generation prompt at evaluation (the reference uses '<reasoning>')."""
     prompt_styles: Sequence[str]
     """Named prompt formats, e.g. 'eval' (the published evaluation protocol), 'train' (the reference's
     training prompt) and 'compact' (short prompts for the tiny character-level models)."""
@@ -43,6 +70,14 @@ class Task(Protocol):
 
     def load(self, split: str, prompt_style: str = "eval") -> Sequence[Example]:
         """Examples of a split; ``Example.prompt`` is the complete user turn in that prompt style."""
+        ...
+
+    def prefill_for(self, prompt_style: str) -> str:
+        """The prefill for a prompt style ('' when the style has none)."""
+        ...
+
+    def sft_target(self, ex: Example, prompt_style: str) -> str:
+        """The gold completion (after the prefill) in that prompt style."""
         ...
 
     def extract(self, completion: str) -> str | None:
@@ -64,7 +99,94 @@ def get_task(name: str) -> Task:
     return obj() if isinstance(obj, type) else obj
 
 
+def response_text(task: Task, completion: str, prompt_style: str = "eval") -> str:
+    """What the assistant said: the style's prefill followed by the generated completion."""
+    prefill_for = getattr(task, "prefill_for", None)
+    pre = prefill_for(prompt_style) if prefill_for else getattr(task, "prefill", "")
+    return pre + completion
+
+
 def total_reward(task: Task, ex: Example, completion: str) -> tuple[float, dict[str, float]]:
     """Weighted sum of the pack's rewards, and each unweighted reward by name."""
-    parts = {name: float(fn(ex, completion)) for name, (fn, _w) in task.rewards().items()}
-    return sum(parts[n] * w for n, (_f, w) in task.rewards().items()), parts
+    rewards = task.rewards()
+    parts = {name: float(fn(ex, completion)) for name, (fn, _w) in rewards.items()}
+    return sum(parts[n] * w for n, (_f, w) in rewards.items()), parts
+
+
+def check_choice(value: str, choices: Sequence[str], *, what: str, option: str) -> str:
+    """Raise ConfigError with 'did you mean' unless ``value`` is one of ``choices``."""
+    if value in choices:
+        return value
+    from dllmrl.errors import ConfigError
+
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"{option} '{value}' is not a {what}{hint} choose one of: {', '.join(choices)}")
+
+
+class TaskBase:
+    """Shared plumbing for the built-in packs: split/style checks, caching, defaults of the extras.
+
+    A subclass sets ``name``, ``prompt_styles``, ``split_sizes`` and implements ``_load(split)``
+    (examples without prompts: ``prompt`` is filled per style by ``build_prompt``), ``build_prompt``,
+    ``extract``, ``verify``, ``rewards``, ``sft_target`` and ``from_fields``.
+    """
+
+    name: str = ""
+    prompt_styles: Sequence[str] = ("eval", "train")
+    prefill: str = "<reasoning>"
+    headline: str = "accuracy"
+    """The metric the paper reports for this task (a key of the eval results)."""
+    split_sizes: Mapping[str, int] = {}
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Sequence[Example]] = {}
+
+    # ------------------------------------------------------------ splits and prompts
+    def splits(self) -> Mapping[str, int]:
+        return dict(self.split_sizes)
+
+    def check_split(self, split: str) -> str:
+        return check_choice(split, list(self.splits()), what=f"split of task '{self.name}'", option="--split")
+
+    def check_style(self, prompt_style: str) -> str:
+        return check_choice(
+            prompt_style, list(self.prompt_styles), what=f"prompt style of task '{self.name}'", option="--prompt-style"
+        )
+
+    def prefill_for(self, prompt_style: str) -> str:
+        # The reference prefills '<reasoning>' only at evaluation; its trainer generates from the bare template.
+        return self.prefill if self.check_style(prompt_style) == "eval" else ""
+
+    def load(self, split: str, prompt_style: str = "eval") -> Sequence[Example]:
+        self.check_split(split)
+        self.check_style(prompt_style)
+        if split not in self._cache:
+            self._cache[split] = self._load(split)
+        base = self._cache[split]
+        from .common import LazySplit
+
+        # A view, not a copy: generated splits stay lazy, and prompts are formatted on access.
+        return LazySplit(len(base), lambda i: self._styled(base[i], prompt_style))
+
+    def _styled(self, ex: Example, prompt_style: str) -> Example:
+        return Example(ex.id, self.build_prompt(ex, prompt_style), ex.target, ex.meta)
+
+    def _load(self, split: str) -> Sequence[Example]:
+        raise NotImplementedError
+
+    def build_prompt(self, ex: Example, prompt_style: str) -> str:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ optional extras
+    def details(self, ex: Example, completion: str) -> dict[str, Any]:
+        """Extra per-record fields for the eval JSONL."""
+        return {}
+
+    def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Extra set-level metrics computed from eval records."""
+        return {}
+
+    def correct_reward(self, ex: Example, completion: str) -> float:
+        """The 'correct' reward: 1.0 when verify() says so."""
+        return 1.0 if self.verify(ex, completion) else 0.0  # type: ignore[attr-defined]
