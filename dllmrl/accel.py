@@ -1,0 +1,131 @@
+"""Build the ``accelerate.Accelerator`` every training command uses, plus rank helpers.
+
+    acc = build_accelerator(device="auto", dtype="auto", grad_accum=2, seed=0)
+    gen = rank_generator(acc, seed=0)           # this rank's sampling torch.Generator
+    if acc.is_main_process: ...
+
+The same code runs on a CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` on many
+GPUs and nodes (DeepSpeed ZeRO-2 included, configured by accelerate's own config file).
+
+Two CPU pitfalls handled here (see ENVIRONMENT.md): a plain ``Accelerator()`` without CUDA
+under a multi-process launcher starts processes that never synchronise, so ``cpu=True`` is
+passed whenever CUDA is absent; and each process is limited to ``threads`` torch threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}
+
+
+def mixed_precision_for(dtype: str, use_cuda: bool) -> str:
+    """--dtype -> accelerate's mixed_precision: bf16/fp16 autocast only on CUDA, 'no' elsewhere."""
+    if dtype == "auto":
+        return "bf16" if use_cuda else "no"
+    if dtype not in _PRECISION:
+        raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, got '{dtype}'")
+    return _PRECISION[dtype] if use_cuda else "no"
+
+
+def build_accelerator(
+    device: str = "auto",
+    dtype: str = "auto",
+    *,
+    grad_accum: int = 1,
+    seed: int | None = None,
+    threads: int | None = None,
+    **kwargs: Any,
+):
+    """An Accelerator for --device / --dtype.
+
+    - ``device='cpu'`` or no CUDA present: ``cpu=True`` (gloo when launched multi-process).
+    - Mixed precision follows --dtype on CUDA, unless ``accelerate launch`` already set it
+      (ACCELERATE_MIXED_PRECISION), so a DeepSpeed config's bf16 setting is not contradicted.
+    - ``seed`` seeds python, numpy and torch identically on every rank (LoRA initialisation
+      must match across ranks); per-rank randomness comes from :func:`rank_generator`.
+    - ``threads`` caps torch CPU threads per process (several processes share the cores).
+    """
+    from accelerate import Accelerator
+
+    if grad_accum < 1:
+        raise ConfigError(f"--grad-accum must be >= 1, got {grad_accum}")
+    if threads:
+        torch.set_num_threads(threads)
+    want_cuda = device != "cpu" and torch.cuda.is_available()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for CUDA, but torch sees no GPU here; use --device cpu")
+    if device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(torch.device(device))
+    mp = None if "ACCELERATE_MIXED_PRECISION" in os.environ else mixed_precision_for(dtype, want_cuda)
+    acc = Accelerator(cpu=not want_cuda, mixed_precision=mp, gradient_accumulation_steps=grad_accum, **kwargs)
+    if seed is not None:
+        seed_everything(seed)
+    log.info("accelerator: %s, %d process(es), mixed precision %s", acc.device, acc.num_processes, acc.mixed_precision)
+    return acc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices). Call once at the start of a run, never in a loss."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def rank_generator(accelerator, seed: int) -> torch.Generator:
+    """A torch.Generator on this rank's device, seeded differently per rank (sampling, step draws)."""
+    gen = torch.Generator(device=accelerator.device)
+    gen.manual_seed(seed * 1_000_003 + accelerator.process_index)
+    return gen
+
+
+def is_main(accelerator) -> bool:
+    return bool(accelerator is None or accelerator.is_main_process)
+
+
+def main_log(accelerator, msg: str, *args: Any, level: int = logging.INFO) -> None:
+    """Log from rank 0 only."""
+    if is_main(accelerator):
+        log.log(level, msg, *args)
+
+
+def reduce_mean(accelerator, value: torch.Tensor | float) -> float:
+    """Mean of a scalar over all processes (for metrics)."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=accelerator.device).reshape(1)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="mean")
+    return float(t.item())
+
+
+def gather_cat(accelerator, value: torch.Tensor) -> torch.Tensor:
+    """Concatenate a (N, ...) tensor from all processes (sizes may differ)."""
+    value = value.to(accelerator.device)
+    if accelerator.num_processes == 1:
+        return value
+    return _gather_uneven(accelerator, value)
+
+
+def _gather_uneven(accelerator, value: torch.Tensor) -> torch.Tensor:
+    n = torch.tensor([value.shape[0]], device=accelerator.device)
+    sizes = accelerator.gather(n).tolist()
+    width = max(sizes)
+    pad = torch.full((width - value.shape[0], *value.shape[1:]), float("nan"), device=value.device, dtype=torch.float32)
+    padded = torch.cat([value.float(), pad]) if pad.shape[0] else value.float()
+    allv = accelerator.gather(padded).view(len(sizes), width, *value.shape[1:])
+    return torch.cat([allv[i, :s] for i, s in enumerate(sizes)])
