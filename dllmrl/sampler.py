@@ -79,8 +79,13 @@ def sample(
     generator: torch.Generator | None = None,
     greedy_at: Sequence[int] | Tensor | GreedyKeeper = (),
     on_step: Callable[[StepEvent], None] | None = None,
+    guide: Callable[[Tensor, Tensor, Tensor, int], Tensor] | None = None,
 ) -> Trajectory:
-    """Denoise ``cfg.gen_len`` masked positions after each (left-padded) prompt; return the trajectory."""
+    """Denoise ``cfg.gen_len`` masked positions after each (left-padded) prompt; return the trajectory.
+
+    ``guide(logits, x, attention_mask, prompt_len) -> logits`` may adjust the logits of each step before
+    candidates are chosen (reward guidance, dllmrl.guidance).
+    """
     device = prompt_ids.device
     B, P = prompt_ids.shape
     G, T = cfg.gen_len, cfg.steps
@@ -112,6 +117,8 @@ def sample(
             # 2. One forward over the whole batch (two with CFG).
             logits = policy_logits(model, x, attn, cfg_scale=cfg.cfg_scale, prompt_mask=prompt_mask)  # (B, L, V)
             nfe += 1
+            if guide is not None:
+                logits = guide(logits, x, attn, P)
             lb = logits[:, lo:hi]  # (B, Lb, V): only the current block can be revealed
             # 3. Candidates.
             x0 = gumbel_argmax(lb, cfg.temperature, generator)  # (B, Lb)
