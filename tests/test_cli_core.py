@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from dllmrl.cli import app
 from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.guidance import GuidanceConfig
 
 runner = CliRunner()
 
@@ -78,7 +79,7 @@ def test_every_config_field_has_a_sample_option():
 
     cmd = typer.main.get_command(app).commands["sample"]
     opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
-    for cfg in (SamplerConfig, ModelConfig):
+    for cfg in (SamplerConfig, ModelConfig, GuidanceConfig):
         for f in dataclasses.fields(cfg):
             assert "--" + f.name.replace("_", "-") in opts, f"{cfg.__name__}.{f.name} has no option"
 

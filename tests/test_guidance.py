@@ -140,3 +140,32 @@ def test_guidance_config_errors():
     with pytest.raises(ConfigError, match="--guidance must be one of"):
         GuidanceConfig(guidance="magic", reward_model="x")
     assert math.isclose(GuidanceConfig().guidance_lr, 1.0)
+
+
+def _save_reward_model(path, vocab_size, tokenizer=None):
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    conf = ModernBertConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                            num_attention_heads=2, num_labels=1, layer_types=["full_attention"], pad_token_id=0,
+                            max_position_embeddings=256)
+    ModernBertForSequenceClassification(conf).save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_sample_cli_with_guidance_and_a_mismatched_reward_model(tiny, tiny_model_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dllmrl.cli import app
+
+    good = _save_reward_model(tmp_path / "rm", tiny.vocab_size, tiny.tokenizer)
+    base = ["sample", "x", "--model", tiny_model_dir, "--gen-len", "8", "--steps", "4", "--block-len", "8"]
+    r = CliRunner().invoke(app, base + ["--guidance", "entrgi", "--reward-model", good, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["config"]["guidance"] == "entrgi"
+    bad = _save_reward_model(tmp_path / "rm-bad", tiny.vocab_size + 3)
+    r = CliRunner().invoke(app, base + ["--guidance", "aps", "--reward-model", bad])
+    assert r.exit_code == 1 and "share the diffusion model's vocabulary" in r.output

@@ -25,3 +25,8 @@ RemaskingOpt = Annotated[str, typer.Option("--remasking", help="low_confidence (
 DecodeOpt = Annotated[str, typer.Option("--decode", help="fixed (exact step schedule) or threshold (also reveal positions above --threshold; blocks end early).")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Confidence threshold for --decode threshold.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the sampler's torch.Generator.")]
+GuidanceOpt = Annotated[str, typer.Option("--guidance", help="Reward guidance: none, expectation, aps, entrgi or best-of-n (needs --reward-model).")]
+RewardModelOpt = Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification reward model sharing the DLLM's vocabulary (directory or hub id).")]
+GuidanceStepsOpt = Annotated[int, typer.Option("--guidance-steps", help="Gradient steps on the logits per denoising step.")]
+GuidanceLrOpt = Annotated[float, typer.Option("--guidance-lr", help="Step size of the logit update.")]
+BestOfNOpt = Annotated[Optional[int], typer.Option("--best-of-n", help="Candidates for --guidance best-of-n (default: steps x guidance-steps, the guided methods' reward calls).")]

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    AdapterOpt, AdapterSubfolderOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, GenLenOpt, ModelOpt,
-    RemaskingOpt, SeedOpt, StepsOpt, TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
+    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, GenLenOpt,
+    GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
+    TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
 )
 
 EPILOG = """Examples:
@@ -37,6 +38,11 @@ def sample_command(
     decode: DecodeOpt = "fixed",
     threshold: ThresholdOpt = 0.9,
     seed: SeedOpt = 0,
+    guidance: GuidanceOpt = "none",
+    reward_model: RewardModelOpt = None,
+    guidance_steps: GuidanceStepsOpt = 1,
+    guidance_lr: GuidanceLrOpt = 1.0,
+    best_of_n: BestOfNOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -48,11 +54,14 @@ def sample_command(
 ) -> None:
     """Generate a completion, showing the tokens unmasking step by step."""
     from ..config import ModelConfig, SamplerConfig
+    from ..guidance import GuidanceConfig
 
     scfg = SamplerConfig(gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
                          cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold)
     mcfg = ModelConfig(model=model, adapter=adapter, adapter_subfolder=adapter_subfolder, device=device, dtype=dtype,
                        trust_remote_code=trust_remote_code)
+    gcfg = GuidanceConfig(guidance=guidance, reward_model=reward_model, guidance_steps=guidance_steps,
+                          guidance_lr=guidance_lr, best_of_n=best_of_n)
 
     import time
 
@@ -60,14 +69,23 @@ def sample_command(
     from rich.console import Console
     from rich.live import Live
 
+    from ..guidance import check_vocabularies, guided_sample, load_reward_model
     from ..models import load_model
-    from ..sampler import sample
     from ..ui import UnmaskView, stderr_console
 
     adapter_ = load_model(mcfg)
     text = adapter_.render_prompt(prompt, chat=not raw, prefill=prefill)
     ids, attn = adapter_.encode([text])
     gen = torch.Generator(device=ids.device).manual_seed(seed)
+    reward = None
+    if gcfg.guidance != "none":
+        reward = load_reward_model(gcfg.reward_model, adapter_.device, adapter_.dtype)
+        check_vocabularies(adapter_, reward)
+    guide_gen = torch.Generator(device=ids.device).manual_seed(seed + 1)
+
+    def run(on_step=None):
+        return guided_sample(adapter_, ids, attn, scfg, gcfg, reward, generator=gen, guidance_generator=guide_gen,
+                             on_step=on_step)
 
     live = None
     on_step = None
@@ -85,9 +103,9 @@ def sample_command(
     t0 = time.perf_counter()
     if live is not None:
         with live:
-            traj = sample(adapter_, ids, attn, scfg, generator=gen, on_step=on_step)
+            traj = run(on_step)
     else:
-        traj = sample(adapter_, ids, attn, scfg, generator=gen)
+        traj = run()
     elapsed = time.perf_counter() - t0
     completion = adapter_.decode_completion(traj.completion_ids[0])
 
@@ -98,7 +116,7 @@ def sample_command(
             "unmask_step": traj.unmask_step[0].tolist(), "step_entropy": ent,
             "step_logp": traj.step_logp[0].tolist(), "step_count": traj.step_count[0].tolist(),
             "nfe": traj.nfe, "seconds": round(elapsed, 4), "text": completion,
-            "config": {**scfg.__dict__, "model": model, "adapter": adapter, "seed": seed},
+            "config": {**scfg.__dict__, **gcfg.__dict__, "model": model, "adapter": adapter, "seed": seed},
         }
         typer.echo(json.dumps(out))
         return
