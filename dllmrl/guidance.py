@@ -163,9 +163,13 @@ def load_reward_model(name: str, device: torch.device, dtype: torch.dtype) -> Re
     source = resolve_source(name, what="--reward-model")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"--reward-model '{name}' could not be loaded as a sequence classifier: {e}") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        tok = None  # vocabularies are then compared by size only
+        log.warning("--reward-model '%s' has no tokenizer; checking its vocabulary by size only", name)
     if model.config.num_labels != 1:
         raise ModelLoadError(f"--reward-model '{name}' has {model.config.num_labels} outputs; a reward model returns one scalar")
     return RewardModel(model.to(device), tok)
