@@ -105,3 +105,4 @@ MODELS: Registry = Registry("model family")
 
 # Built-in task packs (lazy: `dllmrl ls tasks` imports only the light pack modules).
 TASKS.register("sudoku", "tasks.sudoku:Sudoku")
+TASKS.register("countdown", "tasks.countdown:Countdown")
