@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from .errors import DllmrlError
 
 # Each name is a module in dllmrl/commands exposing register(app).
-COMMANDS = ["sample", "ls", "bench"]
+COMMANDS = ["sample", "ls", "bench", "sft", "reward-model"]
 
 
 
@@ -47,7 +47,7 @@ app = typer.Typer(
 )
 
 for _name in COMMANDS:
-    importlib.import_module(f"dllmrl.commands.{_name}").register(app)
+    importlib.import_module(f"dllmrl.commands.{_name.replace('-', '_')}").register(app)
 
 
 def _setup_logging() -> None:
