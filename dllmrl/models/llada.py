@@ -1,0 +1,375 @@
+"""LLaDA (GSAI-ML/LLaDA-8B-Instruct, LLaDA-8B-Base, LLaDA-1.5) as a native transformers model.
+
+    import dllmrl.models.llada  # registers model_type "llada" with the Auto classes
+    model = LLaDAModelLM.from_pretrained("GSAI-ML/LLaDA-8B-Instruct", dtype=torch.bfloat16)
+
+Our own implementation of the architecture that the hub's remote code describes: OLMo-style
+"llama" blocks (RMSNorm before attention and MLP, rotary embeddings, a SiLU-gated MLP), an
+untied output layer, bidirectional attention. It loads the published safetensors by their
+own parameter names (``model.transformer.blocks.0.q_proj.weight``, ...), needs no
+``trust_remote_code`` and runs on transformers 5.
+
+What differs from the remote code, on purpose: the attention mask is honoured (padded keys
+are excluded, rotary positions come from the mask), so a left-padded batch gives every
+sequence the logits it gets alone; attention is always PyTorch's scaled_dot_product_attention;
+layers support transformers' gradient checkpointing; no global torch flags are touched.
+``tests/test_native_models.py`` checks the logits against golden fixtures recorded with the
+published code (``scripts/make_fixtures.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import MaskedLMOutput
+
+from ..errors import ModelLoadError
+
+LLADA_MASK_ID = 126336
+"""The mask token of the published LLaDA checkpoints ("<|mdm_mask|>"), used when config.json has none."""
+
+
+class LLaDAConfig(PretrainedConfig):
+    """LLaDA's configuration, with the field names of the published config.json.
+
+    The defaults give LLaDA-8B's shape. Fields of the published config that only matter for
+    training from scratch (init_fn, init_std, precision, flash_attention, ...) are kept as
+    they come, so a saved checkpoint still loads with the published code.
+    """
+
+    model_type = "llada"
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "n_heads",
+        "num_hidden_layers": "n_layers",
+        "max_position_embeddings": "max_sequence_length",
+    }
+
+    def __init__(
+        self,
+        d_model: int = 4096,
+        n_heads: int = 32,
+        n_kv_heads: int | None = None,
+        n_layers: int = 32,
+        mlp_hidden_size: int | None = 12288,
+        mlp_ratio: int = 4,
+        vocab_size: int = 126464,
+        embedding_size: int | None = 126464,
+        max_sequence_length: int = 4096,
+        rope: bool = True,
+        rope_theta: float = 500000.0,
+        rope_full_precision: bool = True,
+        rms_norm_eps: float = 1e-5,
+        activation_type: str = "silu",
+        block_type: str = "llama",
+        layer_norm_type: str = "rms",
+        layer_norm_with_affine: bool = True,
+        bias_for_layer_norm: bool | None = False,
+        include_bias: bool = False,
+        include_qkv_bias: bool | None = False,
+        attention_layer_norm: bool = False,
+        alibi: bool = False,
+        weight_tying: bool = False,
+        block_group_size: int = 1,
+        scale_logits: bool = False,
+        input_emb_norm: bool = False,
+        attention_dropout: float = 0.0,
+        residual_dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
+        multi_query_attention: bool | None = None,
+        mask_token_id: int = LLADA_MASK_ID,
+        pad_token_id: int | None = 126081,
+        eos_token_id: int | None = 126081,
+        use_cache: bool = False,
+        **kwargs,
+    ):
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.n_layers = n_layers
+        self.mlp_hidden_size = mlp_hidden_size
+        self.mlp_ratio = mlp_ratio
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.max_sequence_length = max_sequence_length
+        self.rope = rope
+        self.rope_theta = rope_theta
+        self.rope_full_precision = rope_full_precision
+        self.rms_norm_eps = rms_norm_eps
+        self.activation_type = activation_type
+        self.block_type = block_type
+        self.layer_norm_type = layer_norm_type
+        self.layer_norm_with_affine = layer_norm_with_affine
+        self.bias_for_layer_norm = bias_for_layer_norm
+        self.include_bias = include_bias
+        self.include_qkv_bias = include_qkv_bias
+        self.attention_layer_norm = attention_layer_norm
+        self.alibi = alibi
+        self.weight_tying = weight_tying
+        self.block_group_size = block_group_size
+        self.scale_logits = scale_logits
+        self.input_emb_norm = input_emb_norm
+        self.attention_dropout = attention_dropout
+        self.residual_dropout = residual_dropout
+        self.embedding_dropout = embedding_dropout
+        self.multi_query_attention = multi_query_attention
+        self.mask_token_id = mask_token_id
+        self.use_cache = use_cache
+        kwargs.setdefault("tie_word_embeddings", False)  # the output layer is its own matrix
+        super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
+
+    @property
+    def num_key_value_heads(self) -> int:
+        if self.multi_query_attention:
+            return 1
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def mlp_width(self) -> int:
+        return self.mlp_hidden_size if self.mlp_hidden_size is not None else self.mlp_ratio * self.d_model
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and output matrices (``embedding_size``, at least ``vocab_size``)."""
+        return self.embedding_size or self.vocab_size
+
+
+def check_supported(config: LLaDAConfig) -> None:
+    """Refuse configurations the published checkpoints do not use, instead of computing something else."""
+    unsupported = {
+        "block_type": (config.block_type, "llama"),
+        "layer_norm_type": (config.layer_norm_type, "rms"),
+        "rope": (config.rope, True),
+        "alibi": (config.alibi, False),
+        "weight_tying": (config.weight_tying, False),
+        "block_group_size": (config.block_group_size, 1),
+        "attention_layer_norm": (config.attention_layer_norm, False),
+        "layer_norm_with_affine": (config.layer_norm_with_affine, True),
+        "bias_for_layer_norm": (bool(config.bias_for_layer_norm), False),
+    }
+    bad = [f"{k}={v!r} (supported: {ok!r})" for k, (v, ok) in unsupported.items() if v != ok]
+    if str(config.activation_type) not in ("silu", "gelu", "relu"):
+        bad.append(f"activation_type={config.activation_type!r} (supported: 'silu', 'gelu', 'relu')")
+    if config.d_model % config.n_heads or config.head_dim % 2:
+        bad.append(f"d_model={config.d_model} with n_heads={config.n_heads} (need an even head size)")
+    if config.n_heads % config.num_key_value_heads:
+        bad.append(f"n_kv_heads={config.n_kv_heads} does not divide n_heads={config.n_heads}")
+    if config.padded_vocab_size < config.vocab_size:
+        bad.append(f"embedding_size={config.embedding_size} is smaller than vocab_size={config.vocab_size}")
+    if bad:
+        raise ModelLoadError(
+            "this LLaDA configuration is not one dllmrl implements: " + "; ".join(bad)
+            + ". Pass --trust-remote-code to run the repository's own code instead"
+        )
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+class LLaDARMSNorm(nn.Module):
+    """RMSNorm computed in float32, scaled by the weight in the input's dtype."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rotary_cos_sin(position_ids: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """(B, L) positions -> float32 cos, sin of shape (B, 1, L, head_dim), halves repeated."""
+    with torch.autocast(position_ids.device.type, enabled=False):
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+        freqs = position_ids.float().unsqueeze(-1) * inv_freq  # (B, L, D/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, D)
+        return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (B, H, L, D) by the angles in cos/sin, in the dtype of cos/sin."""
+    x = x.to(cos.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def sdpa_mask(attention_mask: Tensor | str | None, dtype: torch.dtype) -> Tensor | None:
+    """Turn a user attention mask into what scaled_dot_product_attention takes (None: attend everywhere).
+
+    A 2D (B, L) padding mask becomes a (B, 1, 1, L) boolean key mask: padded keys are excluded
+    for every query, and padded queries still see the real keys, so no row is all -inf (no NaNs).
+    A 4D mask is used as given (boolean: True = attend; floating: added to the scores), which
+    keeps code written for the published models (Dream's generate passes a 4D mask or "full") working.
+    """
+    if attention_mask is None or isinstance(attention_mask, str):
+        return None
+    if attention_mask.dim() == 2:
+        if bool(attention_mask.all()):
+            return None  # no padding: leaves SDPA free to pick the flash kernel
+        return attention_mask.bool()[:, None, None, :]
+    if attention_mask.dim() == 4:
+        return attention_mask.to(dtype) if attention_mask.is_floating_point() else attention_mask.bool()
+    raise ValueError(f"attention_mask must be (B, L) or (B, 1, L, L), got shape {tuple(attention_mask.shape)}")
+
+
+def positions_from_mask(attention_mask: Tensor | str | None, batch: int, length: int, device) -> Tensor:
+    """(B, L) rotary positions: counted over real tokens only, so left padding does not shift them."""
+    if isinstance(attention_mask, Tensor) and attention_mask.dim() == 2:
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return torch.arange(length, device=device).unsqueeze(0).expand(batch, length)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class LLaDABlock(GradientCheckpointingLayer):
+    """One "llama" block: x + attn_out(attention(attn_norm(x))), then x + ff_out(act(ff_proj(h)) * up_proj(h))."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        d, hd = config.d_model, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.num_key_value_heads, hd
+        self.rope_theta, self.rope_full_precision = config.rope_theta, config.rope_full_precision
+        self.attention_dropout = config.attention_dropout
+        qkv_bias = bool(config.include_bias or config.include_qkv_bias)
+        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=qkv_bias)
+        self.attn_out = nn.Linear(d, d, bias=config.include_bias)
+        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_width, bias=config.include_bias)  # gate
+        self.up_proj = nn.Linear(d, config.mlp_width, bias=config.include_bias)
+        self.ff_out = nn.Linear(config.mlp_width, d, bias=config.include_bias)
+        self.act = ACT2FN[str(config.activation_type)]
+        self.dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        k = self.k_proj(h).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        v = self.v_proj(h).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # Rotary in float32 (rope_full_precision, as the published code), then back to the activations' dtype.
+        rot_dtype = torch.float32 if self.rope_full_precision else q.dtype
+        q = apply_rotary(q, cos.to(rot_dtype), sin.to(rot_dtype)).to(v.dtype)
+        k = apply_rotary(k, cos.to(rot_dtype), sin.to(rot_dtype)).to(v.dtype)
+        if self.n_kv_heads != self.n_heads:
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0, is_causal=False
+        )  # (B, H, L, D)
+        x = x + self.dropout(self.attn_out(att.transpose(1, 2).reshape(B, L, -1)))
+        h = self.ff_norm(x)
+        return x + self.dropout(self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h)))
+
+
+class LLaDABackbone(nn.Module):
+    """Holds ``transformer`` so that parameter names are the published ``model.transformer.*``."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        vocab = config.padded_vocab_size
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(vocab, config.d_model),
+                emb_drop=nn.Dropout(config.embedding_dropout),
+                blocks=nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+                ln_f=LLaDARMSNorm(config.d_model, config.rms_norm_eps),
+                ff_out=nn.Linear(config.d_model, vocab, bias=config.include_bias),
+            )
+        )
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel):
+    """LLaDA with its output layer: (B, L) ids -> (B, L, V) logits; logits[:, i] predicts token i."""
+
+    def __init__(self, config: LLaDAConfig):
+        check_supported(config)
+        super().__init__(config)
+        self.model = LLaDABackbone(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.model.transformer.ff_out
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.model.transformer.ff_out = value
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | str | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        past_key_values=None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        """Logits for every position.
+
+        attention_mask: (B, L) with 0 at padding (or a 4D mask, see ``sdpa_mask``). position_ids:
+        (B, L); when absent they are counted over the attention mask. Other keyword arguments
+        that generic callers pass (cache_position, ...) are accepted and ignored.
+        """
+        if labels is not None:
+            raise ValueError("LLaDAModelLM computes no loss: the masked-diffusion loss depends on the masking; compute it from the logits")
+        if use_cache or past_key_values is not None:
+            raise ValueError("LLaDA attends both ways; there is no key-value cache")
+        t = self.model.transformer
+        x = t.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)
+        B, L = x.shape[:2]
+        if self.config.input_emb_norm:
+            x = x * (self.config.d_model**0.5)
+        x = t.emb_drop(x)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask, B, L, x.device)
+        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)  # (B, 1, L, D)
+        mask = sdpa_mask(attention_mask, x.dtype)
+        hidden: list[Tensor] = []
+        for block in t.blocks:
+            if output_hidden_states:
+                hidden.append(x)
+            x = block(x, mask, cos, sin)  # hidden states positional: needed by gradient checkpointing
+        x = t.ln_f(x)
+        if output_hidden_states:
+            hidden.append(x)
+        logits = t.ff_out(x)  # (B, L, V)
+        if self.config.scale_logits:
+            logits = logits * (self.config.d_model**-0.5)
+        out = MaskedLMOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
+        return out if return_dict is not False else out.to_tuple()
+
+
+AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
+AutoModel.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+AutoModelForMaskedLM.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
