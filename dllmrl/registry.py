@@ -106,3 +106,12 @@ MODELS: Registry = Registry("model family")
 # Built-in task packs (lazy: `dllmrl ls tasks` imports only the light pack modules).
 TASKS.register("sudoku", "tasks.sudoku:Sudoku")
 TASKS.register("countdown", "tasks.countdown:Countdown")
+TASKS.register("gsm8k", "tasks.gsm8k:GSM8K")
+
+# Training methods and step selectors (lazy: `dllmrl ls methods` does not import torch).
+METHODS.register("egspo", "dllmrl.methods.steps:EGSPO")
+METHODS.register("egspo-sa", "dllmrl.methods.steps:EGSPO_SA")
+METHODS.register("diffu-grpo", "dllmrl.methods.tokens:DIFFU_GRPO")
+STEP_SELECTORS.register("entropy", "dllmrl.methods.selection:EntropySelector")
+STEP_SELECTORS.register("random", "dllmrl.methods.selection:RandomSelector")
+STEP_SELECTORS.register("uniform", "dllmrl.methods.selection:UniformSelector")

@@ -41,5 +41,5 @@ COMPACT = "{spaced} -> {target}"
 
 # Gold completions for SFT (after the prefill).
 REASONING = "{expression} = {target}, using each of {numbers} once."
-EVAL_TARGET = "\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{expression}}}\n</answer>"
-TRAIN_TARGET = "<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{expression}\n</answer>"
+EVAL_TARGET = "\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{expression}}}\n</answer>\n"
+TRAIN_TARGET = "<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{expression}\n</answer>\n"

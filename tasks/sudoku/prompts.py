@@ -35,4 +35,4 @@ COMPACT = "{puzzle}"
 
 # Gold completion for SFT in the reasoning styles: a plain fill-in trace, then the grid.
 REASONING_LINE = "Row {row}, column {col}: {digit}"
-TARGET = "\n{reasoning}\n</reasoning>\n<answer>\n{solution}\n</answer>"
+TARGET = "\n{reasoning}\n</reasoning>\n<answer>\n{solution}\n</answer>\n"
