@@ -18,16 +18,27 @@ The pure pieces (``mask_completion``, ``sft_loss``) are tested on hand-worked nu
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
-from typing import Sequence
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import DataError
+from . import model_defaults
+from .accel import build_accelerator, reduce_mean
+from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
+from .config import ModelConfig, SamplerConfig
+from .errors import ConfigError, DataError
+from .lora import LoraSettings, add_lora
+from .metrics import MetricsWriter
+from .models import load_model
 from .models.base import ModelAdapter
+from .sft_config import LORA_AUTO_PARAMS, SftConfig
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +168,241 @@ def sft_forward(adapter: ModelAdapter, batch: SftBatch, min_t: float, generator:
     # 3. One forward; CE at the masked positions, weighted by 1/t and normalised by completion length.
     logits = adapter.logits(noisy, attn)  # (B, L, V)
     return sft_loss(logits, clean, masked, t, comp.sum(1))
+
+
+# ---------------------------------------------------------------------------------------------- data stream
+class TargetStream:
+    """Training rows in a seeded order, epoch after epoch, tokenized on access.
+
+    Position p of the stream is example ``perm_e[p mod N]`` of epoch ``e = p // N``, with
+    ``perm_e = randperm(N)`` seeded by (seed, e): the order is a pure function of the seed, so a
+    resumed run only needs the position. Generated splits (Sudoku's has a million rows) are never
+    read in full. Rows whose target does not fit in gen_len are skipped and counted.
+    """
+
+    def __init__(self, adapter: ModelAdapter, task, examples: Sequence, prompt_style: str, gen_len: int, seed: int):
+        self.adapter, self.task, self.examples = adapter, task, examples
+        self.prompt_style, self.gen_len, self.seed = prompt_style, gen_len, seed
+        self.prefill = task.prefill_for(prompt_style)
+        self.position = 0
+        self.dropped = 0
+        self._epoch = -1
+        self._perm: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _index(self, p: int) -> int:
+        epoch = p // len(self.examples)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._perm = torch.randperm(len(self.examples), generator=g).tolist()
+            self._epoch = epoch
+        return self._perm[p % len(self.examples)]
+
+    def take(self, n: int) -> list[SftRow]:
+        """The next ``n`` rows that fit; DataError when a whole epoch yields none."""
+        rows: list[SftRow] = []
+        misses = 0
+        while len(rows) < n:
+            ex = self.examples[self._index(self.position)]
+            self.position += 1
+            got, dropped = tokenize_examples(self.adapter, [ex.prompt], [self.task.sft_target(ex, self.prompt_style)],
+                                             self.gen_len, prefill=self.prefill)
+            rows.extend(got)
+            self.dropped += dropped
+            misses = misses + 1 if dropped else 0
+            if misses >= len(self.examples):
+                raise DataError(
+                    f"no gold completion of task '{self.task.name}' fits in --gen-len {self.gen_len} tokens "
+                    f"(prompt style '{self.prompt_style}'); raise --gen-len"
+                )
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class SftProgress:
+    """What the loop reports after each optimizer step (feeds the CLI's progress bar)."""
+
+    step: int
+    """Optimizer steps done."""
+    max_steps: int
+    metrics: Mapping[str, float] | None = None
+    """The metrics.jsonl row, on logging steps only."""
+
+
+@dataclass(frozen=True)
+class SftResult:
+    run_dir: Path
+    step: int
+    """Optimizer steps done."""
+    model_dir: Path | None
+    """The exported model (full fine-tuning: an HF directory for --model) or adapter (LoRA: for --adapter);
+    None when the run was interrupted."""
+    lora: bool
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    """The newest checkpoint written (resume from it with --resume)."""
+
+
+def resolve_config(cfg: SftConfig, model: str) -> SftConfig:
+    """Fill prompt_style and gen_len from the model's dllmrl.json (else 'train' and 256)."""
+    given = {"prompt_style": cfg.prompt_style, "gen_len": cfg.gen_len}
+    return replace(cfg, **model_defaults.resolve(model, given, {"prompt_style": "train", "gen_len": 256}))
+
+
+def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
+    """Fine-tune ``mcfg.model`` on ``cfg.task`` with the masked-diffusion objective; see the module docstring."""
+    from tasks.base import get_task
+
+    cfg = resolve_config(cfg, mcfg.model)
+    run_dir = Path(cfg.output_dir)
+    resume_from = _check_run_dir(run_dir, cfg, mcfg)
+    # Data first: a wrong task, split or style fails before the model loads.
+    task = get_task(cfg.task)
+    examples = task.load(cfg.split, prompt_style=cfg.prompt_style)
+    if cfg.limit is not None:
+        examples = examples[: cfg.limit]
+    if len(examples) == 0:
+        raise DataError(f"split '{cfg.split}' of task '{cfg.task}' has no examples")
+
+    # Seeds python / numpy / torch on every rank alike (LoRA's initial weights); data order and masks
+    # have their own generators.
+    accelerator = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum, seed=cfg.seed)
+    adapter = load_model(replace(mcfg, device=str(accelerator.device)))
+    n_params = sum(p.numel() for p in adapter.model.parameters())
+    use_lora = cfg.lora == "on" or (cfg.lora == "auto" and n_params >= LORA_AUTO_PARAMS)
+    if use_lora:
+        add_lora(adapter, LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
+    adapter.model.train()
+    adapter._takes_position_ids()  # decide before DDP wraps the model and hides its forward's signature
+    stream = TargetStream(adapter, task, examples, cfg.prompt_style, cfg.gen_len, cfg.seed)
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    warm = cfg.warmup_steps
+    # Not prepared: accelerate would step a prepared scheduler once per process; this one counts optimizer steps.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    adapter.model, optimizer = accelerator.prepare(adapter.model, optimizer)
+
+    step = 0
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
+                               scheduler=scheduler)
+        step, stream.position, stream.dropped = ckpt.step, ckpt.extra["stream_position"], ckpt.extra["dropped"]
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(_config_record(cfg, mcfg, use_lora, n_params), indent=2) + "\n")
+    writer = MetricsWriter(run_dir, enabled=accelerator.is_main_process)
+    writer.truncate_after(step)
+    log.info("sft %s on %s (%s, %d examples, %d params%s) for %d steps", cfg.task, mcfg.model, cfg.prompt_style,
+             len(stream), n_params, ", LoRA" if use_lora else "", cfg.max_steps)
+
+    def save(at: int, rng=None) -> Path:
+        path = save_checkpoint(run_dir, at, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
+                               scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng,
+                               extra={"stream_position": stream.position, "dropped": stream.dropped})
+        if accelerator.is_main_process and (path / "model").is_dir():
+            # An intermediate full model is usable as it is: --model RUN/checkpoints/step-N/model
+            write_model_defaults(path / "model", mcfg.model, cfg)
+        return path
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    pad_id = adapter.pad_id if adapter.pad_id is not None else adapter.mask_id
+    sums: dict[str, float] = {}
+    t_start, interval_steps = time.perf_counter(), 0
+    rng_at_step = capture_rng()
+    try:
+        while step < cfg.max_steps:
+            for micro in range(cfg.grad_accum):
+                # Every rank reads the same global batch and keeps its slice: one order whatever the world size.
+                rows = stream.take(cfg.batch_size * world)[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+                g = torch.Generator(device=accelerator.device)
+                g.manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + micro) * 101 + rank)  # replayable on resume
+                with accelerator.accumulate(adapter.model):
+                    out = sft_forward(adapter, collate(rows, pad_id), cfg.min_t, g)
+                    accelerator.backward(out.loss)  # accelerate divides by grad_accum
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                    optimizer.step()  # a no-op until the last micro-batch of the step
+                    optimizer.zero_grad(set_to_none=True)
+                for k, v in (("loss", out.loss), ("ce", out.ce), ("acc", out.acc)):
+                    sums[k] = sums.get(k, 0.0) + reduce_mean(accelerator, v.detach()) / cfg.grad_accum
+            scheduler.step()
+            step += 1
+            interval_steps += 1
+            rng_at_step = capture_rng()
+
+            row = None
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                elapsed = time.perf_counter() - t_start
+                row = {k: v / interval_steps for k, v in sums.items()}
+                row.update(lr=scheduler.get_last_lr()[0], epoch=stream.position / len(stream), dropped=stream.dropped,
+                           sec_per_step=elapsed / interval_steps)
+                writer.log(step, row)
+                log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
+                sums, t_start, interval_steps = {}, time.perf_counter(), 0
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
+                save(step)
+            if on_progress is not None:
+                on_progress(SftProgress(step=step, max_steps=cfg.max_steps, metrics=row))
+    except KeyboardInterrupt:
+        # Ctrl-C keeps what the finished optimizer steps learnt; a half-accumulated step is dropped,
+        # and the RNG states are those of the last step boundary, so a resumed run replays exactly.
+        optimizer.zero_grad(set_to_none=True)
+        path = save(step, rng=rng_at_step)
+        writer.close()
+        log.warning("interrupted at step %d; saved %s", step, path)
+        return SftResult(run_dir, step, None, use_lora, interrupted=True, checkpoint=path)
+
+    path = save(step)
+    writer.close()
+    model_dir = save_final_adapter(run_dir, adapter.model, accelerator, tokenizer=adapter.tokenizer)
+    if model_dir is not None:
+        write_model_defaults(model_dir, mcfg.model, cfg)
+        log.info("saved the trained %s to %s", "adapter" if use_lora else "model", model_dir)
+    return SftResult(run_dir, step, run_dir / ("adapter" if use_lora else "model"), use_lora, checkpoint=path)
+
+
+# Options that may change between a run and its resumption; any other difference is refused.
+_RESUMABLE_CHANGES = {"resume", "max_steps", "save_every", "log_every", "device"}
+
+
+def _config_record(cfg: SftConfig, mcfg: ModelConfig, use_lora: bool, n_params: int) -> dict:
+    return {"command": "sft", "sft": asdict(cfg), "model": asdict(mcfg), "lora_used": use_lora, "parameters": n_params}
+
+
+def _check_run_dir(run_dir: Path, cfg: SftConfig, mcfg: ModelConfig) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); refuses to mix two runs in one directory."""
+    newest = latest_checkpoint(run_dir)
+    if not cfg.resume:
+        if newest is not None:
+            raise ConfigError(
+                f"--output-dir {run_dir} already holds a run ({newest.name}); pass --resume to continue it "
+                "or choose another --output-dir"
+            )
+        return None
+    if newest is None:
+        raise ConfigError(f"--resume: --output-dir {run_dir} holds no checkpoint; leave out --resume to start a run there")
+    saved = json.loads((run_dir / "config.json").read_text())
+    now = {**asdict(cfg), **asdict(mcfg)}
+    before = {**saved["sft"], **saved["model"]}
+    diff = [k for k in now if k not in _RESUMABLE_CHANGES and before.get(k) != now[k]]
+    if diff:
+        changes = ", ".join(f"--{k.replace('_', '-')} {before.get(k)} -> {now[k]}" for k in diff)
+        raise ConfigError(f"--resume: the run in {run_dir} was started with other settings ({changes}); "
+                          "use the original options or a new --output-dir")
+    return newest
+
+
+def write_model_defaults(out: Path, base: str, cfg: SftConfig) -> None:
+    """dllmrl.json for a trained model: the base model's sampler defaults plus this run's prompt_style and gen_len,
+    so eval and train pick the settings the model was trained for."""
+    defaults = {**model_defaults.read_model_defaults(base), "prompt_style": cfg.prompt_style, "gen_len": cfg.gen_len}
+    try:
+        SamplerConfig(**{k: defaults[k] for k in ("gen_len", "steps", "block_len") if k in defaults})
+    except ConfigError:  # the base's steps / block_len do not fit the new gen_len: leave them to the sampler defaults
+        defaults.pop("steps", None)
+        defaults.pop("block_len", None)
+    (out / model_defaults.FILENAME).write_text(json.dumps(defaults, indent=2) + "\n")

@@ -1,0 +1,116 @@
+"""``dllmrl sft TASK``: masked-diffusion supervised fine-tuning on a task pack's gold completions."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from functools import lru_cache
+from typing import Annotated, Optional
+
+import typer
+
+from .options import DeviceOpt, DtypeOpt, ModelOpt, TrustRemoteCodeOpt
+
+EPILOG = """Examples:
+
+  dllmrl sft sudoku --model runs/tiny-base --prompt-style compact --gen-len 32 --lr 1e-3 --max-steps 2000 -o runs/sft-sudoku
+
+  dllmrl sft sudoku -o runs/sft-sudoku --resume          (continue an interrupted run; Ctrl-C saves a checkpoint)
+
+  dllmrl sft gsm8k --model GSAI-ML/LLaDA-8B-Instruct --lora on --lr 1e-4 --batch-size 4 --grad-accum 8
+
+The trained model lands in OUTPUT_DIR/model (full fine-tuning: use it with --model) or
+OUTPUT_DIR/adapter (LoRA: use it with --adapter on the same --model).
+"""
+
+
+@lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> the docstring under it in a dataclass body (the one source of help texts)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    out = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            out[node.target.id] = " ".join(str(nxt.value.value).split())
+    return out
+
+
+def _h(name: str) -> str:
+    from ..sft_config import SftConfig
+
+    return field_help(SftConfig)[name]
+
+
+def sft_command(
+    task: Annotated[str, typer.Argument(help="Task pack to train on (see `dllmrl ls tasks`).")],
+    model: ModelOpt = "GSAI-ML/LLaDA-8B-Instruct",
+    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help=_h("output_dir"))] = "runs/sft",
+    split: Annotated[str, typer.Option("--split", help=_h("split"))] = "train",
+    prompt_style: Annotated[Optional[str], typer.Option("--prompt-style", help=_h("prompt_style"))] = None,
+    gen_len: Annotated[Optional[int], typer.Option("--gen-len", help=_h("gen_len"))] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help=_h("limit"))] = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", help=_h("max_steps"))] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help=_h("batch_size"))] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help=_h("grad_accum"))] = 1,
+    lr: Annotated[float, typer.Option("--lr", help=_h("lr"))] = 1e-4,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help=_h("warmup_steps"))] = 50,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help=_h("weight_decay"))] = 0.1,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help=_h("max_grad_norm"))] = 1.0,
+    min_t: Annotated[float, typer.Option("--min-t", help=_h("min_t"))] = 1e-3,
+    lora: Annotated[str, typer.Option("--lora", help=_h("lora"))] = "auto",
+    lora_r: Annotated[int, typer.Option("--lora-r", help=_h("lora_r"))] = 128,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help=_h("lora_alpha"))] = 64,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", help=_h("lora_dropout"))] = 0.05,
+    save_every: Annotated[int, typer.Option("--save-every", help=_h("save_every"))] = 500,
+    log_every: Annotated[int, typer.Option("--log-every", help=_h("log_every"))] = 10,
+    seed: Annotated[int, typer.Option("--seed", help=_h("seed"))] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help=_h("resume"))] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+) -> None:
+    """Supervised fine-tuning with the masked-diffusion objective: the prompt is kept, each completion token
+    is masked with probability t ~ U(0, 1) per sequence, and the cross-entropy on masked tokens is weighted by 1/t."""
+    from ..config import ModelConfig
+    from ..sft_config import SftConfig
+
+    cfg = SftConfig(
+        task=task, output_dir=output_dir, split=split, prompt_style=prompt_style, gen_len=gen_len, limit=limit,
+        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps,
+        weight_decay=weight_decay, max_grad_norm=max_grad_norm, min_t=min_t, lora=lora, lora_r=lora_r,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, log_every=log_every, seed=seed,
+        resume=resume,
+    )
+    mcfg = ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+    from ..config import config_dict
+    from ..sft import resolve_config, run_sft
+    from ..ui import kv_table, progress, stderr_console
+
+    console = stderr_console()
+    console.print(kv_table(f"dllmrl sft {task}", config_dict(mcfg, resolve_config(cfg, model))))
+    with progress(console) as bar:
+        job = bar.add_task("sft", total=cfg.max_steps, info="")
+
+        def on_progress(p) -> None:
+            info = None
+            if p.metrics:
+                m = p.metrics
+                info = f"loss {m['loss']:.3f}  ce {m['ce']:.3f}  acc {m['acc']:.3f}  lr {m['lr']:.2g}"
+            bar.update(job, completed=p.step, **({"info": info} if info else {}))
+
+        result = run_sft(cfg, mcfg, on_progress=on_progress)
+    if result.interrupted:
+        console.print(f"[yellow]interrupted at step {result.step}[/]; saved {result.checkpoint}. "
+                      f"Continue with the same command plus --resume.")
+        raise typer.Exit(130)
+    flag = "--adapter" if result.lora else "--model"
+    console.print(f"[green]done[/]: {result.step} steps; metrics in {result.run_dir / 'metrics.jsonl'}; "
+                  f"trained {'adapter' if result.lora else 'model'} in {result.model_dir}")
+    base = f" --model {model}" if result.lora else ""
+    console.print(f"evaluate it with: dllmrl eval {task}{base} {flag} {result.model_dir}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sft", epilog=EPILOG, no_args_is_help=True)(sft_command)

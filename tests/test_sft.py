@@ -1,0 +1,164 @@
+"""`dllmrl sft`: a short run learns and writes its run directory, resume replays exactly, Ctrl-C saves, LoRA, CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from dllmrl.checkpoint import list_checkpoints
+from dllmrl.cli import app
+from dllmrl.config import ModelConfig
+from dllmrl.metrics import read_metrics
+from dllmrl.registry import TASKS
+from dllmrl.sft import run_sft
+from dllmrl.sft_config import SftConfig
+from tasks.base import Example, TaskBase
+
+runner = CliRunner()
+
+
+class ToyReverse(TaskBase):
+    """Reverse a 4-letter word over 'abcd': a tiny model makes visible progress in a few dozen steps."""
+
+    name = "toy-reverse"
+    prompt_styles = ("compact",)
+    prefill = ""
+    split_sizes = {"train": 256, "test": 16}
+
+    def _load(self, split):
+        rng = random.Random(split)
+        words = ["".join(rng.choice("abcd") for _ in range(4)) for _ in range(self.split_sizes[split])]
+        return [Example(f"{split}-{i}", "", w) for i, w in enumerate(words)]
+
+    def build_prompt(self, ex, prompt_style):
+        return ex.target
+
+    def sft_target(self, ex, prompt_style):
+        return ex.target[::-1]
+
+    def extract(self, completion):
+        return completion.strip() or None
+
+    def verify(self, ex, completion):
+        return self.extract(completion) == ex.target[::-1]
+
+    def rewards(self):
+        return {"correct": (self.correct_reward, 1.0)}
+
+
+if "toy-reverse" not in TASKS:
+    TASKS.register("toy-reverse", ToyReverse)
+
+FAST = dict(task="toy-reverse", prompt_style="compact", gen_len=8, batch_size=16, lr=3e-3, warmup_steps=2, log_every=5)
+
+
+def _run(tiny_model_dir, out, **kw):
+    return run_sft(SftConfig(output_dir=str(out), **{**FAST, **kw}), ModelConfig(model=tiny_model_dir, device="cpu"))
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_short_run_learns_and_writes_metrics_checkpoints_and_a_loadable_model(tiny_model_dir, tmp_path):
+    res = _run(tiny_model_dir, tmp_path / "run", max_steps=40, save_every=20)
+    assert res.step == 40 and not res.lora and res.model_dir == tmp_path / "run" / "model"
+    rows = read_metrics(res.run_dir)
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert rows[-1]["ce"] < 0.6 * rows[0]["ce"]  # the masked-token CE falls well below its start
+    assert {"loss", "ce", "acc", "grad_norm", "lr", "epoch"} <= set(rows[0])
+    assert [p.name for p in list_checkpoints(res.run_dir)] == ["step-0000020", "step-0000040"]
+    # Every weight of the full fine-tuning moved (TRL's test_train idea).
+    base, trained = _weights(Path(tiny_model_dir)), _weights(res.model_dir)
+    assert all(not torch.equal(base[k], trained[k]) for k in trained if k in base)
+    # The exported model is an ordinary HF directory that remembers how it was trained.
+    assert json.loads((res.model_dir / "dllmrl.json").read_text()) == {"prompt_style": "compact", "gen_len": 8}
+    from dllmrl.models import load_model
+
+    adapter = load_model(ModelConfig(model=str(res.model_dir), device="cpu"))
+    assert adapter.tokenizer.decode([adapter.tokenizer.eos_token_id]) == "<eos>"
+    cfg = json.loads((res.run_dir / "config.json").read_text())
+    assert cfg["sft"]["gen_len"] == 8 and cfg["lora_used"] is False
+
+
+def test_ctrl_c_saves_and_resume_replays_the_same_run(tiny_model_dir, tmp_path):
+    straight = _run(tiny_model_dir, tmp_path / "straight", max_steps=14, grad_accum=2, save_every=0)
+
+    def interrupt(p):
+        if p.step == 6:
+            raise KeyboardInterrupt
+
+    cut = run_sft(SftConfig(output_dir=str(tmp_path / "cut"), max_steps=14, grad_accum=2, save_every=0, **FAST),
+                  ModelConfig(model=tiny_model_dir, device="cpu"), on_progress=interrupt)
+    assert cut.interrupted and cut.step == 6 and cut.model_dir is None
+    assert cut.checkpoint.name == "step-0000006" and (cut.checkpoint / "state.json").exists()
+    resumed = _run(tiny_model_dir, tmp_path / "cut", max_steps=14, grad_accum=2, save_every=0, resume=True)
+    assert resumed.step == 14
+    a, b = _weights(straight.model_dir), _weights(resumed.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same data order, same masks, same optimizer state
+    assert [r["step"] for r in read_metrics(resumed.run_dir)] == [5, 10, 14]
+
+
+def test_lora_trains_only_the_adapter(tiny_model_dir, tmp_path):
+    res = _run(tiny_model_dir, tmp_path / "lora", max_steps=3, lora="on", lora_r=4, lora_alpha=8, save_every=0)
+    assert res.lora and res.model_dir.name == "adapter" and (res.model_dir / "adapter_config.json").exists()
+    from dllmrl.models import load_model
+
+    base = load_model(ModelConfig(model=tiny_model_dir, device="cpu"))
+    tuned = load_model(ModelConfig(model=tiny_model_dir, adapter=str(res.model_dir), device="cpu"))
+    lora = {n: p for n, p in tuned.model.named_parameters() if "lora_B" in n}
+    assert lora and all(p.abs().sum() > 0 for p in lora.values())  # lora_B starts at zero: every one moved
+    x = torch.tensor([[5, 6, 7, 2, 2]])
+    assert not torch.allclose(base.logits(x), tuned.logits(x))
+
+
+def test_every_config_field_has_an_option():
+    r = runner.invoke(app, ["sft", "--help"], env={"COLUMNS": "200"})
+    for f in dataclasses.fields(SftConfig):
+        if f.name != "task":
+            assert f"--{f.name.replace('_', '-')}" in r.stdout, f.name
+
+
+def test_cli_trains_and_says_how_to_evaluate(tiny_model_dir, tmp_path):
+    out = tmp_path / "cli"
+    r = runner.invoke(app, ["sft", "toy-reverse", "--model", tiny_model_dir, "-o", str(out), "--prompt-style", "compact",
+                            "--gen-len", "8", "--max-steps", "2", "--warmup-steps", "0", "--batch-size", "4",
+                            "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "dllmrl eval toy-reverse --model" in r.output and (out / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--min-t", "0"], "--min-t must lie in (0, 1)"),
+        (["--lora", "maybe"], "--lora must be one of auto, on, off"),
+        (["--gen-len", "2"], "fits in --gen-len 2 tokens"),
+        (["--prompt-style", "compat"], "did you mean 'compact'"),
+        (["--split", "valid"], "is not a split of task 'toy-reverse'"),
+        (["--resume"], "holds no checkpoint; leave out --resume"),
+    ],
+)
+def test_bad_options_give_one_clear_line(tiny_model_dir, tmp_path, args, message):
+    base = ["sft", "toy-reverse", "--model", tiny_model_dir, "-o", str(tmp_path / "r"), "--prompt-style", "compact",
+            "--gen-len", "8", "--max-steps", "2", "--warmup-steps", "0", "--batch-size", "4", "--device", "cpu"]
+    r = runner.invoke(app, base + args)
+    assert r.exit_code == 1, r.output
+    assert message in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
+def test_unknown_task_and_a_second_run_in_one_directory_are_refused(tiny_model_dir, tmp_path):
+    r = runner.invoke(app, ["sft", "sudok", "--model", tiny_model_dir, "--device", "cpu", "-o", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "did you mean 'sudoku'" in r.output
+    _run(tiny_model_dir, tmp_path / "once", max_steps=1, warmup_steps=0, save_every=0)
+    with pytest.raises(Exception, match="already holds a run"):
+        _run(tiny_model_dir, tmp_path / "once", max_steps=1, warmup_steps=0, save_every=0)
+    with pytest.raises(Exception, match="started with other settings.*--lr"):
+        _run(tiny_model_dir, tmp_path / "once", max_steps=2, warmup_steps=0, save_every=0, lr=1e-2, resume=True)
