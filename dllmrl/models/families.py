@@ -5,7 +5,9 @@ Each loader takes (source, ModelConfig, dtype) and returns a ``ModelAdapter``.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import torch
 
@@ -24,7 +26,13 @@ LORA_TARGETS = {
     "modernbert": ["Wqkv", "Wo", "Wi"],
     "bert": ["query", "key", "value", "dense"],
     "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    # LLaDA: q/k/v as d1's and EGSPO's training scripts (and so the published adapters). The block's
+    # other Linears are attn_out, ff_proj, up_proj and ff_out; a bare "ff_out" would also match the
+    # 126k-wide output layer model.transformer.ff_out, so widen with a regex, not that name.
+    "llada": ["q_proj", "k_proj", "v_proj"],
+    "Dream": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+LLADA_MASK_ID = 126336  # the published LLaDA checkpoints' mask token, "<|mdm_mask|>"
 
 
 def _load_tokenizer(source: str, cfg: ModelConfig):
@@ -95,31 +103,115 @@ def load_remote_code(source: str, cfg: ModelConfig, dtype: torch.dtype) -> Model
     )
 
 
-LLADA_MASK_ID = 126336
+def _read_json(source: str, filename: str) -> dict:
+    """A JSON file of a local model directory or hub repository ({} when it has none)."""
+    if Path(source).is_dir():
+        path = Path(source) / filename
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(source, filename))
+        except Exception:  # absent from the repository, or not cached while offline
+            return {}
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _load_native(cls, source: str, cfg: ModelConfig, dtype: torch.dtype):
+    """Load a published checkpoint into dllmrl's own class, strictly: every parameter name must match."""
+    try:
+        model, info = cls.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    except OSError as e:
+        raise ModelLoadError(f"--model '{source}': cannot load its weights ({e})") from None
+    missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"--model '{source}': its weights do not match dllmrl's {cls.__name__} "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); "
+            "pass --trust-remote-code to run the repository's own code instead"
+        )
+    return model
+
+
+def _native_or_remote(load_native, source: str, cfg: ModelConfig, dtype: torch.dtype, family: str) -> ModelAdapter:
+    """dllmrl's own implementation; --trust-remote-code only for a variant it does not implement."""
+    try:
+        return load_native(source, cfg, dtype)
+    except ModelLoadError as e:
+        if not cfg.trust_remote_code:
+            raise
+        log.warning("%s: %s; running the repository's own code (--trust-remote-code)", family, e)
+    adapter = load_remote_code(source, cfg, dtype)
+    adapter.family = f"{family}-remote-code"
+    return adapter
 
 
 def load_llada(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
-    """LLaDA (GSAI-ML/LLaDA-8B-Instruct, LLaDA-1.5): mask id 126336, logits not shifted."""
-    adapter = load_remote_code(source, cfg, dtype) if cfg.trust_remote_code else _needs_remote(source, "LLaDA")
-    adapter.mask_id = LLADA_MASK_ID
-    adapter.family = "llada"
-    adapter.lora_targets = ["q_proj", "k_proj", "v_proj"]
+    """LLaDA (GSAI-ML/LLaDA-8B-Instruct, LLaDA-1.5) on dllmrl's own classes: mask id from config.json
+    (126336 for the published checkpoints), logits not shifted, attention mask honoured."""
+    adapter = _native_or_remote(_load_llada_native, source, cfg, dtype, "llada")
+    if adapter.family != "llada":  # remote code: the published checkpoints' mask id, which config.json may omit
+        adapter.mask_id = int(getattr(adapter.model.config, "mask_token_id", None) or LLADA_MASK_ID)
+        adapter.lora_targets = LORA_TARGETS["llada"]
     return adapter
+
+
+def _load_llada_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
+    from .llada import LLADA_MASK_ID as default_mask
+    from .llada import LLaDAModelLM
+
+    tok = _load_tokenizer(source, cfg)
+    model = _load_native(LLaDAModelLM, source, cfg, dtype)
+    # The model defines its mask token (config.json); the tokenizer of the published checkpoints names none.
+    mask_id = model.config.mask_token_id
+    if mask_id is None:
+        mask_id = tok.mask_token_id if tok.mask_token_id is not None else default_mask
+    pad = tok.pad_token_id if tok.pad_token_id is not None else model.config.pad_token_id
+    return ModelAdapter(
+        model=model, tokenizer=tok, mask_id=int(mask_id), eos_ids=eos_ids(tok), pad_id=pad,
+        supports_attention_mask=True, lora_targets=LORA_TARGETS["llada"], family="llada",
+    )
 
 
 def load_dream(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
-    """Dream (Dream-org/Dream-v0-Instruct-7B): predicts position i+1 at i, so logits are shifted back."""
-    adapter = load_remote_code(source, cfg, dtype) if cfg.trust_remote_code else _needs_remote(source, "Dream")
+    """Dream (Dream-org/Dream-v0-Instruct-7B) on dllmrl's own classes: predicts position i+1 at i, so
+    logits are shifted back; mask id from its tokenizer ("<|mask|>", 151666)."""
+    adapter = _native_or_remote(_load_dream_native, source, cfg, dtype, "dream")
     adapter.shift_logits = True
-    adapter.family = "dream"
-    adapter.lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    if adapter.family != "dream":
+        adapter.lora_targets = LORA_TARGETS["Dream"]
     return adapter
 
 
-def _needs_remote(source: str, family: str) -> ModelAdapter:
-    raise ModelLoadError(
-        f"--model '{source}' is a {family} checkpoint, whose modelling code is the repository's own; "
-        "pass --trust-remote-code to run it (it needs transformers 4.x)"
+def _load_dream_tokenizer(source: str, cfg: ModelConfig):
+    """Dream ships its tokenizer as remote code (DreamTokenizer); it is Qwen2's byte-level BPE, which
+    transformers has natively, so the same vocab.json / merges.txt / tokenizer_config.json load without it."""
+    if cfg.trust_remote_code or _read_json(source, "tokenizer_config.json").get("tokenizer_class") != "DreamTokenizer":
+        return _load_tokenizer(source, cfg)
+    from transformers import Qwen2Tokenizer
+
+    try:
+        return Qwen2Tokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"--model '{source}': cannot load its tokenizer as Qwen2's ({e})") from None
+
+
+def _load_dream_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
+    from .dream import DREAM_MASK_ID, DreamModel
+
+    tok = _load_dream_tokenizer(source, cfg)
+    model = _load_native(DreamModel, source, cfg, dtype)
+    mask_id = tok.mask_token_id
+    if mask_id is None:
+        mask_id = model.config.mask_token_id if model.config.mask_token_id is not None else DREAM_MASK_ID
+    pad = tok.pad_token_id if tok.pad_token_id is not None else model.config.pad_token_id
+    return ModelAdapter(
+        model=model, tokenizer=tok, mask_id=int(mask_id), eos_ids=eos_ids(tok), pad_id=pad, shift_logits=True,
+        supports_attention_mask=True, lora_targets=LORA_TARGETS["Dream"], family="dream",
     )
 
 
