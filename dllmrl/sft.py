@@ -1,7 +1,7 @@
 """Masked-diffusion supervised fine-tuning (the objective diffusion LMs are trained with).
 
     from dllmrl.sft import run_sft
-    run_sft(SftConfig(task="sudoku", prompt_style="compact", output_dir="runs/sft-sudoku"),
+    run_sft(SftConfig(task="sudoku", prompt_style="compact", output="runs/sft-sudoku"),
             ModelConfig(model="runs/tiny-base", device="cpu"))
 
 or ``dllmrl sft sudoku --model DIR ...``. Per sequence (LLaDA's SFT, arXiv:2502.09992 appendix B.1):
@@ -180,8 +180,9 @@ class TargetStream:
     read in full. Rows whose target does not fit in gen_len are skipped and counted.
     """
 
-    def __init__(self, adapter: ModelAdapter, task, examples: Sequence, prompt_style: str, gen_len: int, seed: int):
-        self.adapter, self.task, self.examples = adapter, task, examples
+    def __init__(self, adapter: ModelAdapter, task, examples: Sequence, prompt_style: str, gen_len: int, seed: int,
+                 *, chat: bool = True):
+        self.adapter, self.task, self.examples, self.chat = adapter, task, examples, chat
         self.prompt_style, self.gen_len, self.seed = prompt_style, gen_len, seed
         self.prefill = task.prefill_for(prompt_style)
         self.position = 0
@@ -208,7 +209,7 @@ class TargetStream:
             ex = self.examples[self._index(self.position)]
             self.position += 1
             got, dropped = tokenize_examples(self.adapter, [ex.prompt], [self.task.sft_target(ex, self.prompt_style)],
-                                             self.gen_len, prefill=self.prefill)
+                                             self.gen_len, chat=self.chat, prefill=self.prefill)
             rows.extend(got)
             self.dropped += dropped
             misses = misses + 1 if dropped else 0
@@ -257,7 +258,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
     from tasks.base import get_task
 
     cfg = resolve_config(cfg, mcfg.model)
-    run_dir = Path(cfg.output_dir)
+    run_dir = Path(cfg.run_dir)
     resume_from = _check_run_dir(run_dir, cfg, mcfg)
     # Data first: a wrong task, split or style fails before the model loads.
     task = get_task(cfg.task)
@@ -277,7 +278,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
         add_lora(adapter, LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
     adapter.model.train()
     adapter._takes_position_ids()  # decide before DDP wraps the model and hides its forward's signature
-    stream = TargetStream(adapter, task, examples, cfg.prompt_style, cfg.gen_len, cfg.seed)
+    stream = TargetStream(adapter, task, examples, cfg.prompt_style, cfg.gen_len, cfg.seed, chat=cfg.chat)
     params = [p for p in adapter.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     warm = cfg.warmup_steps
@@ -300,7 +301,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
 
     def save(at: int, rng=None) -> Path:
         path = save_checkpoint(run_dir, at, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
-                               scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng,
+                               scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng, keep_last=cfg.keep_checkpoints or None,
                                extra={"stream_position": stream.position, "dropped": stream.dropped})
         if accelerator.is_main_process and (path / "model").is_dir():
             # An intermediate full model is usable as it is: --model RUN/checkpoints/step-N/model
@@ -366,7 +367,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
 
 
 # Options that may change between a run and its resumption; any other difference is refused.
-_RESUMABLE_CHANGES = {"resume", "max_steps", "save_every", "log_every", "device"}
+_RESUMABLE_CHANGES = {"resume", "max_steps", "save_every", "keep_checkpoints", "log_every", "device"}
 
 
 def _config_record(cfg: SftConfig, mcfg: ModelConfig, use_lora: bool, n_params: int) -> dict:
@@ -379,12 +380,12 @@ def _check_run_dir(run_dir: Path, cfg: SftConfig, mcfg: ModelConfig) -> Path | N
     if not cfg.resume:
         if newest is not None:
             raise ConfigError(
-                f"--output-dir {run_dir} already holds a run ({newest.name}); pass --resume to continue it "
-                "or choose another --output-dir"
+                f"--output {run_dir} already holds a run ({newest.name}); pass --resume to continue it "
+                "or choose another --output"
             )
         return None
     if newest is None:
-        raise ConfigError(f"--resume: --output-dir {run_dir} holds no checkpoint; leave out --resume to start a run there")
+        raise ConfigError(f"--resume: --output {run_dir} holds no checkpoint; leave out --resume to start a run there")
     saved = json.loads((run_dir / "config.json").read_text())
     now = {**asdict(cfg), **asdict(mcfg)}
     before = {**saved["sft"], **saved["model"]}
@@ -392,7 +393,7 @@ def _check_run_dir(run_dir: Path, cfg: SftConfig, mcfg: ModelConfig) -> Path | N
     if diff:
         changes = ", ".join(f"--{k.replace('_', '-')} {before.get(k)} -> {now[k]}" for k in diff)
         raise ConfigError(f"--resume: the run in {run_dir} was started with other settings ({changes}); "
-                          "use the original options or a new --output-dir")
+                          "use the original options or a new --output")
     return newest
 
 

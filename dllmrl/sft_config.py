@@ -23,8 +23,9 @@ class SftConfig:
 
     task: str = "sudoku"
     """Task pack whose examples and gold completions (``task.sft_target``) are the training data."""
-    output_dir: str = "runs/sft"
-    """Run directory: config.json, metrics.jsonl, checkpoints/ and, at the end, model/ (an ordinary HF directory)."""
+    output: Optional[str] = None
+    """Run directory: config.json, metrics.jsonl, checkpoints/ and, at the end, model/ (an ordinary HF
+    directory for --model) or adapter/ (LoRA, for --adapter). Default: runs/sft-<task>."""
     split: str = "train"
     """Split of the task pack to train on. Never the split you report accuracy on."""
     prompt_style: Optional[str] = None
@@ -34,6 +35,8 @@ class SftConfig:
     """Completion width: the target text followed by EOS tokens up to gen_len, all of it trained on (as
     LLaDA's SFT does, which teaches the model to stop). Default: the model's dllmrl.json, else 256.
     Sample with the same --gen-len. Examples whose target does not fit are dropped (and counted)."""
+    chat: bool = True
+    """Apply the model's chat template to the prompt (as eval and train do by default)."""
     limit: Optional[int] = None
     """Use only the first N training examples (after the pack's own order)."""
     max_steps: int = 1000
@@ -65,8 +68,11 @@ class SftConfig:
     """Dropout on the LoRA branch."""
     save_every: int = 500
     """Write a resumable checkpoint every N optimizer steps (0: only at the end and on Ctrl-C)."""
+    keep_checkpoints: int = 0
+    """Keep only the newest N checkpoints (0 keeps all)."""
     log_every: int = 10
-    """Append a metrics.jsonl row (mean over the interval) every N optimizer steps."""
+    """Append a metrics.jsonl row every N optimizer steps: the means over those steps (the 1/t-weighted
+    loss of a single step is noisy)."""
     seed: int = 0
     """Seed for the weights of LoRA, the data order and the masking; a resumed run replays the same draws."""
     resume: bool = False
@@ -76,7 +82,7 @@ class SftConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "lora_r", "lora_alpha"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_every", "weight_decay", "max_grad_norm"):
+        for name in ("warmup_steps", "save_every", "keep_checkpoints", "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -96,6 +102,11 @@ class SftConfig:
                 f"--warmup-steps {self.warmup_steps} is not below --max-steps {self.max_steps}; the learning rate "
                 f"would never reach --lr. Lower --warmup-steps (e.g. {max(self.max_steps // 10, 0)})"
             )
+
+
+    @property
+    def run_dir(self) -> str:
+        return self.output or f"runs/sft-{self.task}"
 
 
 def _flag(name: str) -> str:

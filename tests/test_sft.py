@@ -60,7 +60,7 @@ FAST = dict(task="toy-reverse", prompt_style="compact", gen_len=8, batch_size=16
 
 
 def _run(tiny_model_dir, out, **kw):
-    return run_sft(SftConfig(output_dir=str(out), **{**FAST, **kw}), ModelConfig(model=tiny_model_dir, device="cpu"))
+    return run_sft(SftConfig(output=str(out), **{**FAST, **kw}), ModelConfig(model=tiny_model_dir, device="cpu"))
 
 
 def _weights(path):
@@ -95,7 +95,7 @@ def test_ctrl_c_saves_and_resume_replays_the_same_run(tiny_model_dir, tmp_path):
         if p.step == 6:
             raise KeyboardInterrupt
 
-    cut = run_sft(SftConfig(output_dir=str(tmp_path / "cut"), max_steps=14, grad_accum=2, save_every=0, **FAST),
+    cut = run_sft(SftConfig(output=str(tmp_path / "cut"), max_steps=14, grad_accum=2, save_every=0, **FAST),
                   ModelConfig(model=tiny_model_dir, device="cpu"), on_progress=interrupt)
     assert cut.interrupted and cut.step == 6 and cut.model_dir is None
     assert cut.checkpoint.name == "step-0000006" and (cut.checkpoint / "state.json").exists()
@@ -122,7 +122,7 @@ def test_lora_trains_only_the_adapter(tiny_model_dir, tmp_path):
 def test_every_config_field_has_an_option():
     r = runner.invoke(app, ["sft", "--help"], env={"COLUMNS": "200"})
     for f in dataclasses.fields(SftConfig):
-        if f.name != "task":
+        if f.name != "task":  # the argument
             assert f"--{f.name.replace('_', '-')}" in r.stdout, f.name
 
 

@@ -16,7 +16,7 @@ EPILOG = """Examples:
 
   dllmrl sft sudoku --model runs/tiny-base --prompt-style compact --gen-len 32 --lr 1e-3 --max-steps 2000 -o runs/sft-sudoku
 
-  dllmrl sft sudoku -o runs/sft-sudoku --resume          (continue an interrupted run; Ctrl-C saves a checkpoint)
+  dllmrl sft sudoku --model runs/tiny-base -o runs/sft-sudoku --resume          (continue an interrupted run; Ctrl-C saves a checkpoint)
 
   dllmrl sft gsm8k --model GSAI-ML/LLaDA-8B-Instruct --lora on --lr 1e-4 --batch-size 4 --grad-accum 8
 
@@ -45,10 +45,11 @@ def _h(name: str) -> str:
 def sft_command(
     task: Annotated[str, typer.Argument(help="Task pack to train on (see `dllmrl ls tasks`).")],
     model: ModelOpt = "GSAI-ML/LLaDA-8B-Instruct",
-    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help=_h("output_dir"))] = "runs/sft",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help=_h("output"))] = None,
     split: Annotated[str, typer.Option("--split", help=_h("split"))] = "train",
     prompt_style: Annotated[Optional[str], typer.Option("--prompt-style", help=_h("prompt_style"))] = None,
     gen_len: Annotated[Optional[int], typer.Option("--gen-len", help=_h("gen_len"))] = None,
+    chat: Annotated[bool, typer.Option("--chat/--raw", help=_h("chat"))] = True,
     limit: Annotated[Optional[int], typer.Option("--limit", help=_h("limit"))] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", help=_h("max_steps"))] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", help=_h("batch_size"))] = 16,
@@ -63,6 +64,7 @@ def sft_command(
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help=_h("lora_alpha"))] = 64,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout", help=_h("lora_dropout"))] = 0.05,
     save_every: Annotated[int, typer.Option("--save-every", help=_h("save_every"))] = 500,
+    keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help=_h("keep_checkpoints"))] = 0,
     log_every: Annotated[int, typer.Option("--log-every", help=_h("log_every"))] = 10,
     seed: Annotated[int, typer.Option("--seed", help=_h("seed"))] = 0,
     resume: Annotated[bool, typer.Option("--resume", help=_h("resume"))] = False,
@@ -76,10 +78,10 @@ def sft_command(
     from ..sft_config import SftConfig
 
     cfg = SftConfig(
-        task=task, output_dir=output_dir, split=split, prompt_style=prompt_style, gen_len=gen_len, limit=limit,
+        task=task, output=output, split=split, prompt_style=prompt_style, gen_len=gen_len, chat=chat, limit=limit,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps,
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, min_t=min_t, lora=lora, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, log_every=log_every, seed=seed,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed,
         resume=resume,
     )
     mcfg = ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
