@@ -288,3 +288,22 @@ def test_four_bit_loading_on_gpu():
     with torch.no_grad():
         out = model(e["ids.0"].cuda()).logits.float().cpu()
     assert rel_err(out, e["logits.0"]) < 0.3  # nf4 of random weights: coarse, but the same function
+
+
+def test_an_adapter_saved_like_the_papers_loads_from_a_subfolder(family, tmp_path):
+    """EGSPO's script targets Llama's seven names; on LLaDA only q/k/v/up_proj exist. Such an adapter,
+    saved in a per-task subfolder as the paper's hub repos do, loads with --adapter/--adapter-subfolder."""
+    from peft import LoraConfig, get_peft_model
+
+    name, path, _, e = family
+    seven = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]
+    base = FAMILIES[name][1].from_pretrained(path)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=seven, init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "repo" / "gsm8k" / "egspo-sa")
+    with torch.no_grad():
+        want = peft_model(e["ids.0"]).logits
+    tuned = load_model(ModelConfig(model=str(path), adapter=str(tmp_path / "repo"), adapter_subfolder="gsm8k/egspo-sa",
+                                   device="cpu", dtype="float32"))
+    with torch.no_grad():
+        got = tuned.model(e["ids.0"]).logits
+    assert rel_err(got, want) < TOL and rel_err(got, e["logits.0"]) > 100 * TOL  # the adapter is on and matters

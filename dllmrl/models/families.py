@@ -26,10 +26,11 @@ LORA_TARGETS = {
     "modernbert": ["Wqkv", "Wo", "Wi"],
     "bert": ["query", "key", "value", "dense"],
     "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    # LLaDA: q/k/v as d1's and EGSPO's training scripts (and so the published adapters). The block's
-    # other Linears are attn_out, ff_proj, up_proj and ff_out; a bare "ff_out" would also match the
-    # 126k-wide output layer model.transformer.ff_out, so widen with a regex, not that name.
-    "llada": ["q_proj", "k_proj", "v_proj"],
+    # LLaDA: what EGSPO's training script's Llama names (q/k/v/o/gate/up/down_proj) match in LLaDA's
+    # blocks, which have no o/gate/down_proj: so the paper's adapters (d1 used q/k/v only). The block's
+    # other Linears are attn_out, ff_proj and ff_out; a bare "ff_out" would also match the 126k-wide
+    # output layer model.transformer.ff_out, so widen with a regex rather than that name.
+    "llada": ["q_proj", "k_proj", "v_proj", "up_proj"],
     "Dream": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 LLADA_MASK_ID = 126336  # the published LLaDA checkpoints' mask token, "<|mdm_mask|>"
