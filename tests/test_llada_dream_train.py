@@ -1,0 +1,74 @@
+"""Training runs on the tiny LLaDA and Dream fixtures as on the ModernBERT tiny model.
+
+    python3 -m pytest -q tests/test_llada_dream_train.py
+
+A few LoRA steps of ``dllmrl sft`` (the masked-diffusion objective) on each fixture, then the
+adapter loads back with --adapter and the sampler runs on the tuned model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.models import load_model
+from dllmrl.registry import TASKS
+from dllmrl.sampler import sample
+from dllmrl.sft import run_sft
+from dllmrl.sft_config import SftConfig
+from tasks.base import Example, TaskBase
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class ToyCopy(TaskBase):
+    """Copy a 3-letter word: only the plumbing matters here."""
+
+    name = "toy-copy-native"
+    prompt_styles = ("compact",)
+    prefill = ""
+    split_sizes = {"train": 32, "test": 4}
+
+    def _load(self, split):
+        words = ["abc", "bca", "cab", "acb"] * (self.split_sizes[split] // 4)
+        return [Example(f"{split}-{i}", "", w) for i, w in enumerate(words)]
+
+    def build_prompt(self, ex, prompt_style):
+        return ex.target
+
+    def sft_target(self, ex, prompt_style):
+        return ex.target
+
+    def extract(self, completion):
+        return completion.strip() or None
+
+    def verify(self, ex, completion):
+        return self.extract(completion) == ex.target
+
+    def rewards(self):
+        return {"correct": (self.correct_reward, 1.0)}
+
+
+if ToyCopy.name not in TASKS:
+    TASKS.register(ToyCopy.name, ToyCopy)
+
+
+@pytest.mark.parametrize("fixture", ["llada-tiny", "dream-tiny"])
+def test_lora_sft_steps_then_adapter_loads_and_samples(fixture, tmp_path):
+    model_dir = str(FIXTURES / fixture)
+    cfg = SftConfig(task=ToyCopy.name, prompt_style="compact", output=str(tmp_path / "run"), gen_len=8,
+                    batch_size=4, max_steps=3, lr=1e-2, warmup_steps=0, lora="on", lora_r=4, lora_alpha=8,
+                    save_every=0, log_every=1)
+    res = run_sft(cfg, ModelConfig(model=model_dir, device="cpu"))
+    assert res.step == 3 and res.lora and (res.model_dir / "adapter_config.json").exists()
+
+    tuned = load_model(ModelConfig(model=model_dir, adapter=str(res.model_dir), device="cpu"))
+    lora_b = {n: p for n, p in tuned.model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b.values())  # lora_B starts at zero: each one moved
+    ids, attn = tuned.encode([tuned.render_prompt("abc", chat=False), tuned.render_prompt("b", chat=False)])
+    traj = sample(tuned, ids, attn, SamplerConfig(gen_len=8, steps=4, block_len=8, temperature=0.0))
+    assert traj.tokens.shape == (2, ids.shape[1] + 8) and not (traj.tokens[:, -8:] == tuned.mask_id).any()
+    assert torch.isfinite(traj.step_logp).all()
