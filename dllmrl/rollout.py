@@ -1,0 +1,135 @@
+"""Rollout plumbing for the trainer: which prompts a process draws, scoring completions, quick eval.
+
+    feed = PromptFeed(len(examples), seed=0)
+    idx = feed.indices(start, count)               # deterministic, reshuffled each epoch
+    scorer = Scorer(task, workers=4)
+    scores = scorer.score(examples, responses)     # weighted reward, each reward by name, correct
+    correct, n = quick_eval(adapter, task, examples, scfg, prefill=..., batch_size=8)
+
+Data position is a single integer shared by all processes (process r of n takes prompts
+``start + r * count ...``), so it is the only data state a checkpoint needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from .config import SamplerConfig
+from .models.base import ModelAdapter
+from .sampler import sample
+
+log = logging.getLogger(__name__)
+
+
+class PromptFeed:
+    """Global prompt position -> example index: a fresh permutation of the split every epoch."""
+
+    def __init__(self, size: int, seed: int):
+        if size <= 0:
+            raise ValueError("the training split is empty")
+        self.size = size
+        self.seed = seed
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            self._perms = {k: v for k, v in self._perms.items() if k >= epoch - 1}  # keep memory bounded
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._perms[epoch] = torch.randperm(self.size, generator=g)
+        return self._perms[epoch]
+
+    def indices(self, start: int, count: int) -> list[int]:
+        return [int(self._perm(p // self.size)[p % self.size]) for p in range(start, start + count)]
+
+
+@dataclass(frozen=True)
+class Score:
+    total: float
+    """Weighted sum of the task's rewards (the training reward)."""
+    parts: dict[str, float]
+    """Each reward function's value, unweighted."""
+    correct: bool
+    """task.verify."""
+
+
+class Scorer:
+    """Scores responses with the task's rewards and verifier, in a thread pool, with a per-rollout cache."""
+
+    def __init__(self, task: Any, workers: int = 1):
+        self.task = task
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._cache: dict[tuple[str, str], Score] = {}
+        self.seconds = 0.0
+
+    def _one(self, ex: Any, response: str) -> Score:
+        rewards = self.task.rewards()
+        parts = {name: float(fn(ex, response)) for name, (fn, _w) in rewards.items()}
+        total = sum(parts[n] * w for n, (_f, w) in rewards.items())
+        return Score(total, parts, bool(self.task.verify(ex, response)))
+
+    def score(self, examples: Sequence[Any], responses: Sequence[str]) -> list[Score]:
+        t0 = time.perf_counter()
+        keys = [(str(ex.id), r) for ex, r in zip(examples, responses)]
+        todo = {k: (ex, r) for k, ex, r in zip(keys, examples, responses) if k not in self._cache}
+        if todo:
+            items = list(todo.items())
+            if self.workers > 1 and len(items) > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="reward")
+                results = list(self._pool.map(lambda kv: self._one(*kv[1]), items))
+            else:
+                results = [self._one(*v) for _, v in items]
+            self._cache.update({k: s for (k, _), s in zip(items, results)})
+        out = [self._cache[k] for k in keys]
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def new_rollout(self) -> None:
+        self._cache.clear()
+        self.seconds = 0.0
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def response_prefix(task: Any, prompt_style: str) -> str:
+    """The prefill of a prompt style: model input, and the start of the response that rewards see."""
+    prefill_for = getattr(task, "prefill_for", None)
+    return prefill_for(prompt_style) if prefill_for else getattr(task, "prefill", "")
+
+
+def encode_prompts(adapter: ModelAdapter, examples: Sequence[Any], *, prefill: str, chat: bool,
+                   device: torch.device) -> tuple[Tensor, Tensor]:
+    texts = [adapter.render_prompt(ex.prompt, chat=chat, prefill=prefill) for ex in examples]
+    return adapter.encode(texts, device)
+
+
+@torch.no_grad()
+def quick_eval(adapter: ModelAdapter, task: Any, examples: Sequence[Any], scfg: SamplerConfig, *, prefill: str,
+               chat: bool, batch_size: int, seed: int = 0) -> tuple[int, int]:
+    """Greedy (temperature 0) accuracy on ``examples``: (number correct, number seen)."""
+    greedy = replace(scfg, temperature=0.0)
+    gen = torch.Generator(device=adapter.device).manual_seed(seed)  # own generator: training's stays untouched
+    correct = 0
+    was_training = adapter.model.training
+    adapter.model.eval()
+    try:
+        for i in range(0, len(examples), batch_size):
+            chunk = [examples[j] for j in range(i, min(i + batch_size, len(examples)))]
+            ids, attn = encode_prompts(adapter, chunk, prefill=prefill, chat=chat, device=adapter.device)
+            traj = sample(adapter, ids, attn, greedy, generator=gen)
+            for ex, row in zip(chunk, traj.completion_ids):
+                correct += int(bool(task.verify(ex, prefill + adapter.decode_completion(row))))
+    finally:
+        adapter.model.train(was_training)
+    return correct, len(examples)
