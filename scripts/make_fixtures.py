@@ -176,7 +176,8 @@ def tokenizer(args) -> None:
     from dllmrl.models.tiny import build_char_tokenizer
 
     tok = build_char_tokenizer()
-    assert (len(tok), tok.pad_token_id, tok.mask_token_id, tok.bos_token_id, tok.eos_token_id) == (VOCAB, PAD, MASK, BOS, EOS)
+    ids = (len(tok), tok.pad_token_id, tok.mask_token_id, tok.bos_token_id, tok.eos_token_id)
+    assert ids == (VOCAB, PAD, MASK, BOS, EOS), f"the char tokenizer changed: {ids}; re-record the fixtures"
     for name in ("llada-tiny", "dream-tiny"):
         tok.save_pretrained(OUT / name)
         print(f"{OUT / name}: tokenizer written")
@@ -186,8 +187,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="step", required=True)
     ref = sub.add_parser("reference", help="weights, config and expected logits, with the published code")
-    ref.add_argument("--llada-code", required=True, help="directory holding modeling_llada.py and configuration_llada.py")
-    ref.add_argument("--dream-code", required=True, help="directory holding modeling_dream.py, configuration_dream.py, generation_utils.py")
+    ref.add_argument("--llada-code", required=True,
+                     help="directory holding modeling_llada.py and configuration_llada.py")
+    ref.add_argument("--dream-code", required=True,
+                     help="directory holding modeling_dream.py, configuration_dream.py, generation_utils.py")
     sub.add_parser("tokenizer", help="the character tokenizer next to each fixture (project environment)")
     args = ap.parse_args()
     {"reference": reference, "tokenizer": tokenizer}[args.step](args)

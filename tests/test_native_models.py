@@ -179,9 +179,10 @@ def test_save_and_reload_keeps_published_names_and_fields(family, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     published = json.loads((path / "config.json").read_text())
     # Fields the published code reads survive a save (so the published code can load our checkpoints too).
-    for key in ("d_model", "n_layers", "n_heads", "mlp_hidden_size", "rope_theta", "mask_token_id") if name == "llada" else (
-        "hidden_size", "num_hidden_layers", "num_key_value_heads", "intermediate_size", "rope_theta", "mask_token_id"
-    ):
+    keys = {"llada": ("d_model", "n_layers", "n_heads", "mlp_hidden_size", "rope_theta", "mask_token_id"),
+            "dream": ("hidden_size", "num_hidden_layers", "num_key_value_heads", "intermediate_size", "rope_theta",
+                      "mask_token_id")}[name]
+    for key in keys:
         assert saved[key] == published[key], key
     assert set(load_file(str(tmp_path / "model.safetensors"))) == set(load_file(str(path / "model.safetensors")))
     again = FAMILIES[name][1].from_pretrained(tmp_path).eval()
@@ -257,8 +258,9 @@ def test_dream_tokenizer_loads_without_its_remote_code(tmp_path):
     """Dream ships DreamTokenizer as remote code; it is Qwen2's byte-level BPE, loaded natively."""
     from dllmrl.models.families import _load_dream_tokenizer
 
-    byte_chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
-    byte_chars += [chr(256 + i) for i in range(256 - len(byte_chars))]  # GPT-2's byte-to-unicode alphabet
+    # GPT-2's byte-to-unicode alphabet: printable Latin-1 as itself, the other bytes from U+0100 on.
+    byte_chars = [chr(c) for c in (*range(33, 127), *range(161, 173), *range(174, 256))]
+    byte_chars += [chr(256 + i) for i in range(256 - len(byte_chars))]
     vocab = {c: i for i, c in enumerate(byte_chars)}
     vocab["he"] = len(vocab)
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))

@@ -141,7 +141,8 @@ class DreamRMSNorm(nn.Module):
 def rotary_cos_sin(position_ids: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(B, L) positions -> cos, sin of shape (B, 1, L, head_dim), computed in float32, returned in ``dtype``."""
     with torch.autocast(position_ids.device.type, enabled=False):
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+        exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
+        inv_freq = 1.0 / (theta**exponents)  # (D/2,)
         freqs = position_ids.float().unsqueeze(-1) * inv_freq  # (B, L, D/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, D)
         return emb.cos().unsqueeze(1).to(dtype), emb.sin().unsqueeze(1).to(dtype)
@@ -292,7 +293,10 @@ class DreamModel(DreamPreTrainedModel):
         callers pass (cache_position, ...) are accepted and ignored.
         """
         if labels is not None:
-            raise ValueError("DreamModel computes no loss: the masked-diffusion loss depends on the masking; compute it from the logits")
+            raise ValueError(
+                "DreamModel computes no loss: the masked-diffusion loss depends on the masking; "
+                "compute it from the logits"
+            )
         if use_cache or past_key_values is not None:
             raise ValueError("Dream attends both ways here; there is no key-value cache")
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)

@@ -191,7 +191,8 @@ class LLaDARMSNorm(nn.Module):
 def rotary_cos_sin(position_ids: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """(B, L) positions -> float32 cos, sin of shape (B, 1, L, head_dim), halves repeated."""
     with torch.autocast(position_ids.device.type, enabled=False):
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+        exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
+        inv_freq = 1.0 / (theta**exponents)  # (D/2,)
         freqs = position_ids.float().unsqueeze(-1) * inv_freq  # (B, L, D/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, D)
         return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
@@ -342,7 +343,10 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         that generic callers pass (cache_position, ...) are accepted and ignored.
         """
         if labels is not None:
-            raise ValueError("LLaDAModelLM computes no loss: the masked-diffusion loss depends on the masking; compute it from the logits")
+            raise ValueError(
+                "LLaDAModelLM computes no loss: the masked-diffusion loss depends on the masking; "
+                "compute it from the logits"
+            )
         if use_cache or past_key_values is not None:
             raise ValueError("LLaDA attends both ways; there is no key-value cache")
         t = self.model.transformer
