@@ -31,6 +31,32 @@ def test_bench_json_has_the_documented_keys(tiny_model_dir):
                                  "--repeats", "1", "--warmup", "0", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    for key in ("floor_s", "sampler_s", "sampler_floor_ratio", "tokens_per_s", "peak_rss_mb"):
+    for key in ("floor_s", "sampler_s", "sampler_floor_ratio", "tokens_per_s", "train_floor_s", "train_batched_s",
+                "train_floor_ratio", "train_per_sample_s", "train_batched_speedup", "peak_rss_mb"):
         assert res[key] > 0, key
     assert res["tokens_per_s"] == 2 * 16 / res["sampler_s"]
+
+
+def test_batched_and_per_sample_micro_steps_give_the_same_gradients(tiny):
+    """What bench compares must be the same computation done two ways."""
+    import torch
+
+    from dllmrl.bench import train_step_fns
+    from dllmrl.config import SamplerConfig
+    from dllmrl.keepers import TopEntropySteps
+    from dllmrl.sampler import sample
+
+    fns = train_step_fns()
+    ids, attn = tiny.encode([tiny.render_prompt(t) for t in ("a", "bb", "ccc")])
+    traj = sample(tiny, ids, attn, SamplerConfig(gen_len=16, steps=8, block_len=8, temperature=1.0),
+                  generator=torch.Generator().manual_seed(0), greedy_at=TopEntropySteps(2))
+    steps = traj.greedy_steps[:, 0]
+    grads = []
+    for fn in (fns.batched, fns.per_sample):
+        tiny.model.zero_grad(set_to_none=True)
+        fn(tiny, traj, steps)
+        grads.append([p.grad.clone() for p in tiny.model.parameters() if p.grad is not None])
+    tiny.model.zero_grad(set_to_none=True)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
