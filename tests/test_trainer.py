@@ -256,3 +256,67 @@ def test_config_errors_say_the_fix():
 def test_resume_without_checkpoint_is_refused(toy_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="holds no checkpoint"):
         train(toy_config(tmp_path, resume=True), SCFG, mcfg(toy_model_dir), task=ToyTask())
+
+
+# ---------------------------------------------------------------------------------------------- the command
+def _cli_task() -> str:
+    from dllmrl.registry import TASKS
+
+    if "toy-lowercase" not in TASKS:
+        TASKS.register("toy-lowercase", ToyTask)
+    return "toy-lowercase"
+
+
+def _cli_args(model_dir, out, *extra) -> list[str]:
+    return ["train", _cli_task(), "--model", model_dir, "-o", str(out), "--device", "cpu", "--max-steps", "2",
+            "--k-steps", "2", "-G", "4", "--batch-size", "8", "--grad-accum", "1", "--gen-len", "8", "--steps", "4",
+            "--block-len", "8", "--temperature", "1", "--lora-r", "4", "--warmup-steps", "0", "--log-every", "1",
+            "--reward-workers", "1", *extra]
+
+
+def test_cli_trains_prints_config_and_tables(toy_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from dllmrl.cli import app
+
+    r = CliRunner().invoke(app, _cli_args(toy_model_dir, tmp_path / "run"), env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "dllmrl train toy-lowercase" in out and "epsilon_high" in out  # the resolved config, once
+    assert out.count("dllmrl train toy-lowercase") == 1
+    assert "step 2" in out and "done" in out and "--adapter" in out
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["sampler"]["gen_len"] == 8 and saved["train"]["lam"] == 1.0
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "6"], "--batch-size 6 is not a multiple of --num-generations 4"),
+    (["--method", "egspoo"], "did you mean 'egspo'"),
+    (["--method", "egspo", "--lambda", "1"], "use --method egspo-sa"),
+    (["--select", "entropyy"], "did you mean 'entropy'"),
+    (["--grad-accum", "3"], "pick a --grad-accum that divides 2"),
+    (["--load-in-4bit"], "needs a CUDA GPU"),
+    (["--resume"], "holds no checkpoint"),
+    (["--gen-len", "6"], "--gen-len 6 is not divisible by --block-len 8"),
+])
+def test_cli_errors_are_one_line(toy_model_dir, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from dllmrl.cli import app
+
+    r = CliRunner().invoke(app, _cli_args(toy_model_dir, tmp_path / "run", *args), env={"COLUMNS": "200"})
+    assert r.exit_code == 1, r.output
+    assert message in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
+def test_every_config_field_has_an_option():
+    import dataclasses
+    import inspect
+
+    from dllmrl.commands.train import train_command
+
+    params = set(inspect.signature(train_command).parameters)
+    for cls in (TrainConfig, SamplerConfig, ModelConfig):
+        for f in dataclasses.fields(cls):
+            assert f.name in params, f"{cls.__name__}.{f.name} has no option in dllmrl train"
