@@ -309,6 +309,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
         return path
 
     world, rank = accelerator.num_processes, accelerator.process_index
+    evaluate = _quick_eval_fn(cfg, mcfg.model, adapter, task, accelerator) if cfg.eval_every else None
     pad_id = adapter.pad_id if adapter.pad_id is not None else adapter.mask_id
     sums: dict[str, float] = {}
     t_start, interval_steps = time.perf_counter(), 0
@@ -337,13 +338,17 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
 
             row = None
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                elapsed = time.perf_counter() - t_start
                 row = {k: v / interval_steps for k, v in sums.items()}
                 row.update(lr=scheduler.get_last_lr()[0], epoch=stream.position / len(stream), dropped=stream.dropped,
-                           sec_per_step=elapsed / interval_steps)
+                           sec_per_step=(time.perf_counter() - t_start) / interval_steps)
+                sums, t_start, interval_steps = {}, time.perf_counter(), 0
+            if evaluate is not None and step % cfg.eval_every == 0:
+                t_eval = time.perf_counter()
+                row = {**(row or {}), "eval_accuracy": evaluate()}
+                t_start += time.perf_counter() - t_eval  # evaluation is not training time
+            if row is not None:
                 writer.log(step, row)
                 log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
-                sums, t_start, interval_steps = {}, time.perf_counter(), 0
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
                 save(step)
             if on_progress is not None:
@@ -367,7 +372,8 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
 
 
 # Options that may change between a run and its resumption; any other difference is refused.
-_RESUMABLE_CHANGES = {"resume", "max_steps", "save_every", "keep_checkpoints", "log_every", "device"}
+_RESUMABLE_CHANGES = {"resume", "output", "max_steps", "save_every", "keep_checkpoints", "log_every", "eval_every",
+                      "eval_limit", "device"}
 
 
 def _config_record(cfg: SftConfig, mcfg: ModelConfig, use_lora: bool, n_params: int) -> dict:
@@ -395,6 +401,39 @@ def _check_run_dir(run_dir: Path, cfg: SftConfig, mcfg: ModelConfig) -> Path | N
         raise ConfigError(f"--resume: the run in {run_dir} was started with other settings ({changes}); "
                           "use the original options or a new --output")
     return newest
+
+
+def eval_sampler_config(cfg: SftConfig, model: str) -> SamplerConfig:
+    """The sampler of the quick evaluation: the model's dllmrl.json settings at this run's gen_len, greedy."""
+    d = model_defaults.read_model_defaults(model)
+    try:
+        return SamplerConfig(gen_len=cfg.gen_len, steps=d.get("steps", cfg.gen_len // 2 or 1),
+                             block_len=d.get("block_len", min(32, cfg.gen_len)), remasking=d.get("remasking", "low_confidence"))
+    except ConfigError:  # the model's steps / block_len do not fit this gen_len: one block, one token per step
+        return SamplerConfig(gen_len=cfg.gen_len, steps=cfg.gen_len, block_len=cfg.gen_len)
+
+
+def _quick_eval_fn(cfg: SftConfig, model: str, adapter: ModelAdapter, task, accelerator) -> Callable[[], float]:
+    """A closure giving the held-out greedy accuracy over --eval-limit examples, shared across processes."""
+    from .rollout import quick_eval
+
+    split = cfg.eval_split or ("validation" if "validation" in task.splits() else "test")
+    examples = task.load(split, prompt_style=cfg.prompt_style)
+    n = min(cfg.eval_limit, len(examples))
+    # The bare model: DDP's forward would expect every process to sample in lock-step.
+    bare = replace(adapter, model=accelerator.unwrap_model(adapter.model))
+    mine = [examples[i] for i in range(accelerator.process_index, n, accelerator.num_processes)]
+    scfg, prefill = eval_sampler_config(cfg, model), task.prefill_for(cfg.prompt_style)
+
+    def evaluate() -> float:
+        correct, seen = quick_eval(bare, task, mine, scfg, prefill=prefill, chat=cfg.chat,
+                                   batch_size=max(cfg.batch_size, 64), seed=cfg.seed)
+        t = torch.tensor([correct, seen], dtype=torch.float64, device=accelerator.device)
+        if accelerator.num_processes > 1:
+            t = accelerator.reduce(t, reduction="sum")
+        return float(t[0] / t[1].clamp(min=1))
+
+    return evaluate
 
 
 def write_model_defaults(out: Path, base: str, cfg: SftConfig) -> None:

@@ -68,6 +68,13 @@ class SftConfig:
     """Dropout on the LoRA branch."""
     save_every: int = 500
     """Write a resumable checkpoint every N optimizer steps (0: only at the end and on Ctrl-C)."""
+    eval_every: int = 0
+    """Every N optimizer steps, a quick greedy accuracy (verify) on the held-out split, logged as eval_accuracy
+    (0: never). The sampler settings are the model's dllmrl.json ones at this run's gen_len."""
+    eval_limit: int = 64
+    """Examples in that quick evaluation."""
+    eval_split: Optional[str] = None
+    """Held-out split for it (default: 'validation' when the task has one, else 'test')."""
     keep_checkpoints: int = 0
     """Keep only the newest N checkpoints (0 keeps all)."""
     log_every: int = 10
@@ -79,10 +86,10 @@ class SftConfig:
     """Continue from the newest checkpoint in output_dir (same config) instead of starting over."""
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "lora_r", "lora_alpha"):
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "lora_r", "lora_alpha", "eval_limit"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_every", "keep_checkpoints", "weight_decay", "max_grad_norm"):
+        for name in ("warmup_steps", "save_every", "eval_every", "keep_checkpoints", "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:

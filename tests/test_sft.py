@@ -162,3 +162,10 @@ def test_unknown_task_and_a_second_run_in_one_directory_are_refused(tiny_model_d
         _run(tiny_model_dir, tmp_path / "once", max_steps=1, warmup_steps=0, save_every=0)
     with pytest.raises(Exception, match="started with other settings.*--lr"):
         _run(tiny_model_dir, tmp_path / "once", max_steps=2, warmup_steps=0, save_every=0, lr=1e-2, resume=True)
+
+
+def test_quick_eval_during_training_is_logged(tiny_model_dir, tmp_path):
+    res = _run(tiny_model_dir, tmp_path / "ev", max_steps=4, warmup_steps=0, save_every=0, log_every=2,
+               eval_every=2, eval_limit=4, eval_split="test")
+    rows = read_metrics(res.run_dir)
+    assert [r["step"] for r in rows] == [2, 4] and all(0 <= r["eval_accuracy"] <= 1 for r in rows)

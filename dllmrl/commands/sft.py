@@ -64,6 +64,9 @@ def sft_command(
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help=_h("lora_alpha"))] = 64,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout", help=_h("lora_dropout"))] = 0.05,
     save_every: Annotated[int, typer.Option("--save-every", help=_h("save_every"))] = 500,
+    eval_every: Annotated[int, typer.Option("--eval-every", help=_h("eval_every"))] = 0,
+    eval_limit: Annotated[int, typer.Option("--eval-limit", help=_h("eval_limit"))] = 64,
+    eval_split: Annotated[Optional[str], typer.Option("--eval-split", help=_h("eval_split"))] = None,
     keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help=_h("keep_checkpoints"))] = 0,
     log_every: Annotated[int, typer.Option("--log-every", help=_h("log_every"))] = 10,
     seed: Annotated[int, typer.Option("--seed", help=_h("seed"))] = 0,
@@ -81,7 +84,8 @@ def sft_command(
         task=task, output=output, split=split, prompt_style=prompt_style, gen_len=gen_len, chat=chat, limit=limit,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps,
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, min_t=min_t, lora=lora, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, eval_every=eval_every, eval_limit=eval_limit, eval_split=eval_split,
+        keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed,
         resume=resume,
     )
     mcfg = ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -100,6 +104,8 @@ def sft_command(
             if p.metrics:
                 m = p.metrics
                 info = f"loss {m['loss']:.3f}  ce {m['ce']:.3f}  acc {m['acc']:.3f}  lr {m['lr']:.2g}"
+                if "eval_accuracy" in m:
+                    info += f"  eval {m['eval_accuracy']:.3f}"
             bar.update(job, completed=p.step, **({"info": info} if info else {}))
 
         result = run_sft(cfg, mcfg, on_progress=on_progress)
