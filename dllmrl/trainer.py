@@ -69,12 +69,24 @@ class TrainResult:
 
 
 def training_sampler_config(model: str, **given: Any) -> SamplerConfig:
-    """SamplerConfig from options (None = unset): given, else the model's dllmrl.json, else the paper's."""
-    from .model_defaults import resolve
+    """SamplerConfig from options (None = unset): given, else the model's dllmrl.json, else the paper's.
+
+    The temperature comes from dllmrl.json's ``train_temperature``, not its ``temperature``: that one
+    is the evaluation setting (often 0), and greedy rollouts make every completion of a group the same.
+    """
+    from .model_defaults import read_model_defaults, resolve
 
     keys = {k: v for k, v in given.items() if k in SAMPLER_FALLBACK}
     rest = {k: v for k, v in given.items() if k not in SAMPLER_FALLBACK and v is not None}
-    return SamplerConfig(**resolve(model, keys, SAMPLER_FALLBACK), **rest)
+    fallback = dict(SAMPLER_FALLBACK, temperature=read_model_defaults(model).get("train_temperature", 0.9))
+    keys.setdefault("temperature", None)
+    if keys["temperature"] is None:
+        keys["temperature"] = fallback["temperature"]
+    scfg = SamplerConfig(**resolve(model, keys, fallback), **rest)
+    if scfg.temperature == 0 and scfg.remasking == "low_confidence":
+        raise ConfigError("--temperature 0 with low-confidence remasking makes the G completions of a prompt "
+                          "identical, so every advantage is 0; train with --temperature > 0 (the paper: 0.9)")
+    return scfg
 
 
 def resolve_train_config(cfg: TrainConfig, model: str) -> TrainConfig:
@@ -130,6 +142,7 @@ class Trainer:
         # Not prepared: accelerate would step a prepared scheduler once per process per step.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        _configure_deepspeed(acc, cfg)
         self.model, self.optimizer = acc.prepare(adapter.model, self.optimizer)
         self.rollout_adapter = adapter  # the unwrapped peft model: sampling and the reference policy
         self.policy = replace(adapter, model=self.model)  # forwards through DDP so gradients synchronise
@@ -251,7 +264,8 @@ class Trainer:
                                                   loss_cfg=self.loss_cfg, cfg_scale=self.scfg.cfg_scale)
                 acc.backward(loss)  # accelerate divides by grad_accum
                 if acc.sync_gradients and cfg.max_grad_norm > 0:
-                    grad_norm = float(acc.clip_grad_norm_(self.params, cfg.max_grad_norm))
+                    norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)  # None under DeepSpeed (it clips)
+                    grad_norm = float(norm) if norm is not None else float("nan")
                 self.optimizer.step()  # a no-op until the last micro-step of the optimizer step
                 self.optimizer.zero_grad(set_to_none=True)
             cur.micro += 1
@@ -358,6 +372,23 @@ class Trainer:
     def _close(self) -> None:
         self.writer.close()
         self.scorer.close()
+
+
+def _configure_deepspeed(acc, cfg: TrainConfig) -> None:
+    """Under accelerate's DeepSpeed plugin (ZeRO-2 for 8B models), fill what it cannot infer without a
+    dataloader: micro-batch size, gradient accumulation and clipping come from our options."""
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    ds["gradient_clipping"] = cfg.max_grad_norm  # --max-grad-norm is the one source (0.2 in the paper)
+    for key, value in (("train_micro_batch_size_per_gpu", cfg.batch_size), ("gradient_accumulation_steps", cfg.grad_accum)):
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+        elif key == "gradient_accumulation_steps" and int(ds[key]) != cfg.grad_accum:
+            raise ConfigError(f"the DeepSpeed config sets gradient_accumulation_steps {ds[key]} but --grad-accum is "
+                              f"{cfg.grad_accum}; set it to 'auto' (or the same value) in the accelerate config")
+    acc.gradient_accumulation_steps = cfg.grad_accum
 
 
 def _snapshot(cur: _Cursor) -> _Cursor:

@@ -320,3 +320,38 @@ def test_every_config_field_has_an_option():
     for cls in (TrainConfig, SamplerConfig, ModelConfig):
         for f in dataclasses.fields(cls):
             assert f.name in params, f"{cls.__name__}.{f.name} has no option in dllmrl train"
+
+
+def test_sampler_defaults_come_from_the_model_but_not_its_eval_temperature(tmp_path):
+    from dllmrl.trainer import training_sampler_config
+
+    (tmp_path / "dllmrl.json").write_text(json.dumps({"gen_len": 16, "steps": 8, "block_len": 16, "temperature": 0.0}))
+    none = dict(gen_len=None, steps=None, block_len=None, temperature=None)
+    s = training_sampler_config(str(tmp_path), **none)
+    assert (s.gen_len, s.steps, s.block_len, s.temperature) == (16, 8, 16, 0.9)  # eval's greedy 0 is not used
+    assert training_sampler_config(str(tmp_path), **{**none, "steps": 4}).steps == 4  # the command line wins
+    (tmp_path / "dllmrl.json").write_text(json.dumps({"train_temperature": 0.5}))
+    s = training_sampler_config(str(tmp_path), **none)
+    assert (s.gen_len, s.steps, s.block_len, s.temperature) == (256, 128, 32, 0.5)  # the paper's, model's train temp
+    with pytest.raises(ConfigError, match="identical"):
+        training_sampler_config(str(tmp_path), **{**none, "temperature": 0.0})
+
+
+def test_deepspeed_plugin_gets_our_batch_accumulation_and_clipping():
+    """Without a dataloader accelerate cannot infer DeepSpeed's micro-batch: the trainer fills it (stub plugin)."""
+    from types import SimpleNamespace
+
+    from dllmrl.trainer import _configure_deepspeed
+
+    def acc_with(ds):
+        return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)),
+                               gradient_accumulation_steps=1)
+
+    acc = acc_with({"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                    "gradient_clipping": 1.0})
+    _configure_deepspeed(acc, TrainConfig(batch_size=16, grad_accum=4, max_grad_norm=0.2))
+    ds = acc.state.deepspeed_plugin.deepspeed_config
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (16, 4, 0.2)
+    assert acc.gradient_accumulation_steps == 4
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps 2 but --grad-accum is 4"):
+        _configure_deepspeed(acc_with({"gradient_accumulation_steps": 2}), TrainConfig(grad_accum=4))
