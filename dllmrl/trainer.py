@@ -325,9 +325,10 @@ class Trainer:
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.config_record(), indent=2) + "\n")
-        log.info("train %s with %s on %s: %d processes, effective batch %d, %d micro-steps per rollout",
-                 cfg.task, cfg.method, self.mcfg.model, acc.num_processes,
-                 cfg.batch_size * cfg.grad_accum * acc.num_processes, self.units)
+        if acc.is_main_process:
+            log.info("train %s with %s on %s: %d processes, effective batch %d, %d micro-steps per rollout",
+                     cfg.task, cfg.method, self.mcfg.model, acc.num_processes,
+                     cfg.batch_size * cfg.grad_accum * acc.num_processes, self.units)
         self.model.train()
         boundary, rng = _snapshot(self.cursor), capture_rng({"sample": self.generator})
         last_saved = self.cursor.step if self.resume_from is not None else -1

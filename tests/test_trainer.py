@@ -355,3 +355,16 @@ def test_deepspeed_plugin_gets_our_batch_accumulation_and_clipping():
     assert acc.gradient_accumulation_steps == 4
     with pytest.raises(ConfigError, match="gradient_accumulation_steps 2 but --grad-accum is 4"):
         _configure_deepspeed(acc_with({"gradient_accumulation_steps": 2}), TrainConfig(grad_accum=4))
+
+
+def test_training_can_start_from_a_saved_adapter(toy_model_dir, tmp_path):
+    from peft import get_peft_model_state_dict
+
+    train(toy_config(tmp_path / "first", save_every=0), SCFG, mcfg(toy_model_dir), task=ToyTask())
+    start = replace(mcfg(toy_model_dir), adapter=str(tmp_path / "first" / "adapter"))
+    trainer = Trainer(toy_config(tmp_path / "second"), SCFG, start, task=ToyTask())
+    loaded = get_peft_model_state_dict(trainer.model)
+    saved = saved_adapter(tmp_path / "first")
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert all(p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" in n)
+    assert trainer.run().step == 2
