@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -52,10 +53,16 @@ def eos_ids(tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def _mask_id(tokenizer, source: str) -> int:
-    if tokenizer.mask_token_id is None:
-        raise ModelLoadError(f"--model '{source}': its tokenizer has no mask token, so it cannot be a diffusion LM")
-    return int(tokenizer.mask_token_id)
+def _mask_id(tokenizer, source: str, config: Any = None) -> int:
+    # LLaDA's tokenizer declares no mask token; its config (or our default for it) carries the id.
+    if tokenizer.mask_token_id is not None:
+        return int(tokenizer.mask_token_id)
+    for name in ("mask_token_id", "mask_id"):
+        if getattr(config, name, None) is not None:
+            return int(getattr(config, name))
+    if getattr(config, "model_type", None) == "llada":
+        return 126336  # the published LLaDA checkpoints' mask id
+    raise ModelLoadError(f"--model '{source}': neither its tokenizer nor its config names a mask token, so it cannot be a diffusion LM")
 
 
 def load_masked_lm(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
@@ -99,8 +106,8 @@ def load_remote_code(source: str, cfg: ModelConfig, dtype: torch.dtype) -> Model
     except Exception as e:  # remote code fails in many ways on newer transformers
         raise ModelLoadError(f"--model '{source}': its remote code failed to load on this transformers ({e})") from None
     return ModelAdapter(
-        model=model, tokenizer=tok, mask_id=_mask_id(tok, source), eos_ids=eos_ids(tok), pad_id=tok.pad_token_id,
-        supports_attention_mask=False, family="remote-code",
+        model=model, tokenizer=tok, mask_id=_mask_id(tok, source, model.config), eos_ids=eos_ids(tok),
+        pad_id=tok.pad_token_id, supports_attention_mask=False, family="remote-code",
     )
 
 
