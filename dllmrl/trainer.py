@@ -220,11 +220,12 @@ class Trainer:
             return out
 
         # 3-4. Step selection (or prompt masks), advantages, old log-probabilities.
-        t1 = time.perf_counter()
+        t1, scored_before = time.perf_counter(), self.scorer.seconds
         with torch.no_grad():
             cur.buffer = self.objective.prepare(
                 self.method, cfg, traj, plan, rewards, group_ids, lam, score_greedy=score_greedy, policy=ad,
                 eos_ids=ad.eos_ids, generator=self.generator, cfg_scale=self.scfg.cfg_scale)
+        t_prep = time.perf_counter() - t1 - (self.scorer.seconds - scored_before)  # greedy scoring counts as reward
         ad.model.train()
         cur.micro = 0
         cur.rollouts += 1
@@ -234,7 +235,7 @@ class Trainer:
             "reward": float(all_rewards.mean()), "reward_std": float(all_rewards.std()) if all_rewards.numel() > 1 else 0.0,
             "accuracy": reduce_mean(acc, sum(s.correct for s in scores) / len(scores)),
             "lambda": lam, "rollout_s": reduce_mean(acc, t_roll), "reward_s": reduce_mean(acc, self.scorer.seconds),
-            "prepare_s": reduce_mean(acc, max(0.0, time.perf_counter() - t1 - self.scorer.seconds)),
+            "prepare_s": reduce_mean(acc, t_prep),
             "nfe": traj.nfe, "rollout": cur.rollouts,
         }
         m["tokens_per_s"] = traj.completion_ids.numel() * acc.num_processes / max(m["rollout_s"], 1e-9)
