@@ -28,8 +28,9 @@ Conventions every pack follows (the trainer, SFT and eval rely on them):
 Optional extras (``TaskBase`` provides defaults, the evaluator falls back when a third-party
 pack lacks them): ``details(ex, response)`` adds per-record fields to the eval JSONL (Sudoku's
 cell counts), ``summary(records)`` adds set-level metrics (Sudoku's cell accuracy),
-``headline`` names the metric the paper reports, ``from_fields(fields)`` builds an Example from
-a ``dllmrl score`` input line, and ``score_batch`` lets code packs run their sandbox in parallel.
+``headline`` names the metric the paper reports, ``eval_split`` the split the paper evaluates,
+``from_fields(fields)`` builds an Example from a ``dllmrl score`` input line and ``gold_fields(ex)``
+writes those fields into eval records, and ``score_workers`` lets code packs score in a thread pool.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class TaskBase:
     prefill: str = "<reasoning>"
     headline: str = "accuracy"
     """The metric the paper reports for this task (a key of the eval results)."""
+    eval_split: str = "test"
+    """The split the paper's numbers are on (``dllmrl eval``'s default)."""
     split_sizes: Mapping[str, int] = {}
 
     def __init__(self) -> None:
@@ -185,6 +188,10 @@ class TaskBase:
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Extra set-level metrics computed from eval records."""
+        return {}
+
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        """The ground truth as ``dllmrl score`` reads it (``from_fields(gold_fields(ex))`` rebuilds ``ex``'s target)."""
         return {}
 
     def correct_reward(self, ex: Example, completion: str) -> float:

@@ -98,6 +98,9 @@ class Countdown(TaskBase):
         except (TypeError, ValueError):
             raise DataError("a countdown line needs 'numbers' (a list of integers) and 'target' (an integer)") from None
 
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        return {"numbers": ex.target["numbers"], "target": ex.target["target"]}
+
     # ------------------------------------------------------------------ prompts
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         numbers, target = ex.target["numbers"], ex.target["target"]

@@ -64,6 +64,9 @@ class GSM8K(TaskBase):
             raise DataError("a gsm8k line needs 'answer': the gold number (or a worked solution ending '#### n')")
         return Example(str(fields.get("id", "")), "", gold, {"question": fields.get("question", "")})
 
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        return {"answer": ex.target}
+
     # ------------------------------------------------------------------ prompts
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         system = prompts.EVAL_SYSTEM_PROMPT if prompt_style == "eval" else prompts.TRAIN_SYSTEM_PROMPT

@@ -80,6 +80,9 @@ class HumanEval(CodeTask):
             raise DataError(f"a humaneval line needs 'task_id' such as 'HumanEval/0', got '{task_id}'")
         return by_id[task_id]
 
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        return {"task_id": ex.id}
+
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         question = docstring_of(ex.meta["prompt"])
         if prompt_style == "eval":

@@ -89,6 +89,9 @@ class MATH500(TaskBase):
             raise DataError("a math500 line needs 'answer': the gold answer as a LaTeX string")
         return Example(str(fields.get("id", "")), "", answer, {"problem": fields.get("problem", "")})
 
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        return {"answer": ex.target}
+
     # ------------------------------------------------------------------ prompts
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         if prompt_style == "eval":

@@ -82,6 +82,9 @@ class MBPP(CodeTask):
                 return ex
         raise DataError(f"a mbpp line needs 'task_id' of an MBPP problem (e.g. 11), got '{fields.get('task_id')}'")
 
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        return {"task_id": ex.target["task_id"]}
+
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         question = prompts.QUESTION.format(text=ex.meta["text"], tests="\n".join(ex.target["tests"]))
         if prompt_style == "eval":
