@@ -97,8 +97,12 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the model stopped inside the box
 
 
-def all_boxed(text: str) -> list[str]:
-    """Contents of every ``\\boxed{...}`` in order, brace-matched (unclosed ones are skipped)."""
+def all_boxed(text: str, *, unclosed: bool = False) -> list[str]:
+    """Contents of every ``\\boxed{...}`` in order, brace-matched.
+
+    A box whose braces never balance ("\\boxed{360\\text{ hours} hours.") is skipped, or with
+    ``unclosed=True`` read up to its first "}" (what a non-greedy regex would take).
+    """
     out = []
     for m in re.finditer(r"\\boxed\{", text):
         depth = 0
@@ -110,6 +114,10 @@ def all_boxed(text: str) -> list[str]:
                 if depth == 0:
                     out.append(text[m.end():j])
                     break
+        else:
+            close = text.find("}", m.end())
+            if unclosed and close >= 0:
+                out.append(text[m.end():close])
     return out
 
 

@@ -31,6 +31,8 @@ EXTRACT_CASES = [
     ("<answer>\nShe makes 9 * 2 = 18\n</answer>", "18"),
     # Negative answers.
     ("<answer>-3</answer>", "-3"),
+    # A box that never closes is read up to its first "}" (as the reference's regex does).
+    ("\\boxed{360\\text{ hours} hours.\n</answer>", "360"),
     # Decimals stay decimals.
     ("\\boxed{2.5}", "2.5"),
     # Numbers only in the reasoning, no box and no answer tag: nothing.

@@ -5,7 +5,8 @@ a number (else the first number inside it), else the LAST number inside the firs
 ``<answer>...</answer>``. Answers are compared as numbers, so "1,000" = "1000" = "1000.00" = "$1,000".
 
 Deliberate fixes: thousands separators are removed before reading a number (the reference reads
-"1,000" as 1); boxes are brace-matched (the reference's ``\\boxed{(.*?)}`` stops at the first "}");
+"1,000" as 1); boxes are brace-matched (the reference's ``\\boxed{(.*?)}`` stops at the first "}"),
+except a box that never closes, which is read up to its first "}" as the reference does;
 gold answers may be negative (the reference's gold regex drops "-3", so those rows can never be right).
 """
 
@@ -44,7 +45,7 @@ def fmt(x: float) -> str:
 
 def extract(completion: str) -> str | None:
     """The final answer as a number string, or None."""
-    for content in all_boxed(completion):
+    for content in all_boxed(completion, unclosed=True):
         content = content.strip()
         if not content or set(content) <= {"."}:  # the prompt's own "\boxed{...}" placeholder
             continue
