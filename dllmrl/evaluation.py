@@ -181,12 +181,17 @@ def score_one(task: Any, ex: Any, completion: str, prompt_style: str) -> dict[st
 
 def evaluate(
     task: Any, adapter: Any, cfg: EvalConfig, *, model_info: Mapping[str, Any] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None, guidance: Any = None, reward: Any = None,
 ) -> EvalResults:
-    """Run the evaluation for every generation length of ``cfg``; see the module docstring."""
+    """Run the evaluation for every generation length of ``cfg``; see the module docstring.
+
+    ``guidance`` (a dllmrl.guidance.GuidanceConfig) with its loaded ``reward`` model steers sampling
+    at test time; its settings become part of each record's settings, so guided and unguided
+    records never mix on resume.
+    """
     import torch
 
-    from .sampler import sample
+    from .guidance import GuidanceConfig, guided_sample
     from tasks.base import response_text
 
     examples = task.load(cfg.split, prompt_style=cfg.prompt_style)
@@ -205,6 +210,10 @@ def evaluate(
     for gen_len in cfg.gen_lens:
         scfg = cfg.sampler_config(gen_len)
         settings = settings_for(cfg, scfg, model_info)
+        guided = guidance is not None and guidance.guidance != "none"
+        if guided:
+            settings = {**settings, **asdict(guidance), "best_of_n": guidance.candidates(scfg)
+                        if guidance.guidance == "best-of-n" else None}
         wanted = {ex.id for ex in examples}
         have = {r["id"]: r for r in read_records(path) if r.get("settings") == settings and r.get("id") in wanted}
         todo = [ex for ex in examples if ex.id not in have]
@@ -224,14 +233,18 @@ def evaluate(
                 seed = cfg.seed + zlib.crc32("\n".join(ex.id for ex in batch).encode())
                 gen = torch.Generator(device=ids.device).manual_seed(seed)
                 tb = time.perf_counter()
-                traj = sample(adapter, ids, attn, scfg, generator=gen)
+                calls = reward.calls if reward is not None else 0
+                traj = guided_sample(adapter, ids, attn, scfg, guidance if guided else GuidanceConfig(), reward,
+                                     generator=gen, guidance_generator=torch.Generator(device=ids.device).manual_seed(seed + 1))
+                calls = (reward.calls - calls) / len(batch) if reward is not None else 0
                 gen_s = time.perf_counter() - tb
                 completions = [adapter.decode_completion(row) for row in traj.completion_ids]
                 scores = list(pool.map(lambda a: score_one(task, a[0], a[1], cfg.prompt_style), zip(batch, completions)))
                 for ex, text, completion, score in zip(batch, texts, completions, scores):
                     gold = task.gold_fields(ex) if hasattr(task, "gold_fields") else {}
                     rec = {"id": ex.id, **gold, "prompt": text, "completion": completion, **score, "settings": settings,
-                           "nfe": traj.nfe, "gen_seconds": round(gen_s / len(batch), 4)}
+                           "nfe": traj.nfe, "gen_seconds": round(gen_s / len(batch), 4),
+                           **({"reward_calls": calls} if guided else {})}
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     have[ex.id] = rec
                     correct += int(score["correct"])

@@ -169,3 +169,27 @@ def test_sample_cli_with_guidance_and_a_mismatched_reward_model(tiny, tiny_model
     bad = _save_reward_model(tmp_path / "rm-bad", tiny.vocab_size + 3)
     r = CliRunner().invoke(app, base + ["--guidance", "aps", "--reward-model", bad])
     assert r.exit_code == 1 and "share the diffusion model's vocabulary" in r.output
+
+
+def test_eval_with_guidance_records_reward_calls_and_keeps_runs_apart(tiny, tiny_model_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dllmrl.cli import app
+
+    rm = _save_reward_model(tmp_path / "rm", tiny.vocab_size, tiny.tokenizer)
+    out = tmp_path / "ev"
+    base = ["eval", "sudoku", "--model", tiny_model_dir, "--prompt-style", "compact", "--limit", "4",
+            "--gen-len", "16", "--steps", "4", "--block-len", "16", "--batch-size", "4", "--out", str(out)]
+    r = CliRunner().invoke(app, base + ["--guidance", "entrgi", "--reward-model", rm, "--guidance-steps", "2"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 4 and all(x["reward_calls"] == 4 * 2 for x in recs)  # 4 steps x 2 guidance steps
+    assert recs[0]["settings"]["guidance"] == "entrgi"
+    # best-of-n at the same budget: 8 candidates per prompt, new records (different settings)
+    r = CliRunner().invoke(app, base + ["--guidance", "best-of-n", "--reward-model", rm, "--guidance-steps", "2",
+                                        "--temperature", "1.0"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 8 and all(x["reward_calls"] == 8 for x in recs[4:])

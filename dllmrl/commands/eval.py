@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    AdapterOpt, AdapterSubfolderOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, ModelOpt, RemaskingOpt,
-    SeedOpt, StepsOpt, TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
+    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt,
+    GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
+    TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
 )
 
 EPILOG = """Examples:
@@ -72,6 +73,11 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 8,
     out: Annotated[Optional[str], typer.Option("--out", help="Directory for records.jsonl and results.json (default: runs/eval/TASK-MODEL).")] = None,
     seed: SeedOpt = 0,
+    guidance: GuidanceOpt = "none",
+    reward_model: RewardModelOpt = None,
+    guidance_steps: GuidanceStepsOpt = 1,
+    guidance_lr: GuidanceLrOpt = 1.0,
+    best_of_n: BestOfNOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -85,6 +91,7 @@ def eval_command(
 
     from ..config import ModelConfig
     from ..evaluation import EvalConfig
+    from ..guidance import GuidanceConfig
     from ..model_defaults import read_model_defaults, resolve
     from ..ui import kv_table, stderr_console
     from tasks.base import get_task
@@ -110,20 +117,31 @@ def eval_command(
     )
     mcfg = ModelConfig(model=model, adapter=adapter, adapter_subfolder=adapter_subfolder, device=device, dtype=dtype,
                        trust_remote_code=trust_remote_code)
+    gcfg = GuidanceConfig(guidance=guidance, reward_model=reward_model, guidance_steps=guidance_steps,
+                          guidance_lr=guidance_lr, best_of_n=best_of_n)
     err = stderr_console()
     shown = {"model": model, "adapter": adapter, **{k: v for k, v in cfg.__dict__.items() if v is not None}}
     shown["steps"] = steps if steps is not None else "gen_len / 2"
+    if gcfg.guidance != "none":
+        shown.update({k: v for k, v in gcfg.__dict__.items() if v is not None})
     err.print(kv_table("dllmrl eval", shown))
 
     from ..models import load_model
 
     adapter_ = load_model(mcfg)
-    results = run_with_progress(pack, adapter_, cfg, {"model": model, "adapter": adapter, "adapter_subfolder": adapter_subfolder})
+    reward = None
+    if gcfg.guidance != "none":
+        from ..guidance import check_vocabularies, load_reward_model
+
+        reward = load_reward_model(gcfg.reward_model, adapter_.device, adapter_.dtype)
+        check_vocabularies(adapter_, reward)
+    info = {"model": model, "adapter": adapter, "adapter_subfolder": adapter_subfolder}
+    results = run_with_progress(pack, adapter_, cfg, info, gcfg, reward)
     Console().print(results_table(results))
     err.print(f"[dim]records: {results.records_path}  results: {Path(cfg.out) / 'results.json'}[/]")
 
 
-def run_with_progress(pack, adapter, cfg, model_info):
+def run_with_progress(pack, adapter, cfg, model_info, guidance=None, reward=None):
     from ..evaluation import evaluate
     from ..ui import progress
 
@@ -136,7 +154,8 @@ def run_with_progress(pack, adapter, cfg, model_info):
             resumed = f", {p.resumed} resumed" if p.resumed else ""
             bar.update(bars[p.gen_len], completed=p.done, info=f"acc {acc:.3f} ({p.correct}/{p.done}{resumed})")
 
-        return evaluate(pack, adapter, cfg, model_info=model_info, on_progress=on_progress)
+        return evaluate(pack, adapter, cfg, model_info=model_info, on_progress=on_progress, guidance=guidance,
+                        reward=reward)
 
 
 def results_table(results):
