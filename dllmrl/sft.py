@@ -395,9 +395,10 @@ def _check_run_dir(run_dir: Path, cfg: SftConfig, mcfg: ModelConfig) -> Path | N
     saved = json.loads((run_dir / "config.json").read_text())
     now = {**asdict(cfg), **asdict(mcfg)}
     before = {**saved["sft"], **saved["model"]}
-    diff = [k for k in now if k not in _RESUMABLE_CHANGES and before.get(k) != now[k]]
+    # Options the saved run does not know (added since) are not compared.
+    diff = [k for k in now if k in before and k not in _RESUMABLE_CHANGES and before[k] != now[k]]
     if diff:
-        changes = ", ".join(f"--{k.replace('_', '-')} {before.get(k)} -> {now[k]}" for k in diff)
+        changes = ", ".join(f"--{k.replace('_', '-')} {before[k]} -> {now[k]}" for k in diff)
         raise ConfigError(f"--resume: the run in {run_dir} was started with other settings ({changes}); "
                           "use the original options or a new --output")
     return newest
