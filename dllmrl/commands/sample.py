@@ -29,10 +29,10 @@ def sample_command(
     model: ModelOpt = "GSAI-ML/LLaDA-8B-Instruct",
     adapter: AdapterOpt = None,
     adapter_subfolder: AdapterSubfolderOpt = None,
-    gen_len: GenLenOpt = 128,
-    steps: StepsOpt = 64,
-    block_len: BlockLenOpt = 32,
-    temperature: TemperatureOpt = 0.0,
+    gen_len: GenLenOpt = None,  # type: ignore[assignment]
+    steps: StepsOpt = None,  # type: ignore[assignment]
+    block_len: BlockLenOpt = None,  # type: ignore[assignment]
+    temperature: TemperatureOpt = None,  # type: ignore[assignment]
     cfg_scale: CfgScaleOpt = 0.0,
     remasking: RemaskingOpt = "low_confidence",
     decode: DecodeOpt = "fixed",
@@ -52,8 +52,18 @@ def sample_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the trajectory, and nothing else.")] = False,
     delay: Annotated[Optional[float], typer.Option("--delay", help="Seconds to pause after each step of the live view (to watch a fast model).")] = None,
 ) -> None:
-    """Generate a completion, showing the tokens unmasking step by step."""
+    """Generate a completion, showing the tokens unmasking step by step.
+
+    --gen-len, --steps, --block-len and --temperature not given come from the model directory's
+    dllmrl.json, else 128, gen-len / 2, 32 and 0.
+    """
     from ..config import ModelConfig, SamplerConfig
+    from ..model_defaults import resolve
+
+    r = resolve(model, {"gen_len": gen_len, "block_len": block_len, "temperature": temperature, "steps": steps},
+                {"gen_len": 128, "block_len": 32, "temperature": 0.0, "steps": None})
+    gen_len, block_len, temperature = int(r["gen_len"]), int(r["block_len"]), float(r["temperature"])
+    steps = int(r["steps"]) if r["steps"] is not None else max(1, gen_len // 2)
     from ..guidance import GuidanceConfig
 
     scfg = SamplerConfig(gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
