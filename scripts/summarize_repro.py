@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Summarise the Sudoku reproduction: held-out accuracy per method, mean and spread over seeds.
+
+    python3 scripts/summarize_repro.py [--runs runs/repro] [--out results/sudoku]
+
+Reads every ``<runs>/eval/<name>/results.json`` written by ``dllmrl eval`` (``<name>`` is
+``base`` for the shipped model, else ``<method>-s<seed>``, the training run's name) and writes
+``<out>/results.md`` and ``<out>/results.json``. It also copies each training run's
+``metrics.jsonl`` and ``config.json`` into ``<out>/runs/<name>/`` so that the reward plot can be
+redrawn from the repository (``dllmrl plot results/sudoku/runs/* --metric reward``).
+
+Accuracy is the fraction of puzzles solved (the ``correct`` field of the eval records); cell
+accuracy (the paper's Sudoku number and the training reward) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+ORDER = ["base", "diffu-grpo", "egspo", "egspo-sa-random", "egspo-sa"]
+LABELS = {
+    "base": "base model (checkpoints/tiny-sudoku)",
+    "diffu-grpo": "diffu-GRPO",
+    "egspo": "EGSPO (λ = 0)",
+    "egspo-sa-random": "EGSPO-SA, random step selection",
+    "egspo-sa": "EGSPO-SA",
+}
+
+
+def method_of(name: str) -> tuple[str, int | None]:
+    m = re.match(r"^(.*)-s(\d+)$", name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
+
+
+def spread(xs: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(xs),
+        "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+        "min": min(xs),
+        "max": max(xs),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="runs/repro")
+    ap.add_argument("--out", default="results/sudoku")
+    args = ap.parse_args()
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    per_method: dict[str, list[dict]] = defaultdict(list)
+    for res_path in sorted((runs / "eval").glob("*/results.json")):
+        name = res_path.parent.name
+        res = json.loads(res_path.read_text())
+        length = res["lengths"][0]
+        method, seed = method_of(name)
+        row = {
+            "run": name,
+            "seed": seed,
+            "n": length["n"],
+            "correct": length["correct"],
+            "accuracy": length["accuracy"],
+            "cell_acc": length["metrics"]["cell_acc"],
+            "split": res["split"],
+            "settings": {k: res["settings"][k] for k in ("steps", "block_len", "temperature", "remasking", "prompt_style")}
+            | {"gen_len": length["gen_len"]},
+        }
+        train_dir = runs / name
+        if (train_dir / "metrics.jsonl").exists():
+            cfg = json.loads((train_dir / "config.json").read_text()) if (train_dir / "config.json").exists() else {}
+            rows = [json.loads(x) for x in (train_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            row["train_steps"] = rows[-1]["step"] if rows else 0
+            row["train_seconds"] = round(sum(r.get("step_s", 0.0) for r in rows), 1)
+            row["final_reward_last10"] = statistics.fmean(r["reward"] for r in rows[-10:]) if rows else None
+            dst = out / "runs" / name
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy(train_dir / "metrics.jsonl", dst / "metrics.jsonl")
+            if cfg:
+                shutil.copy(train_dir / "config.json", dst / "config.json")
+        per_method[method].append(row)
+
+    summary = {}
+    for method in sorted(per_method, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m)):
+        rows = sorted(per_method[method], key=lambda r: (r["seed"] is None, r["seed"]))
+        summary[method] = {
+            "label": LABELS.get(method, method),
+            "seeds": [r["seed"] for r in rows],
+            "accuracy": spread([r["accuracy"] for r in rows]),
+            "cell_acc": spread([r["cell_acc"] for r in rows]),
+            "runs": rows,
+        }
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    n_set = sorted({r["n"] for m in summary.values() for r in m["runs"]})
+    lines = [
+        "# Sudoku 4x4: tiny-sudoku after RL, per method",
+        "",
+        f"Held-out: the `test` split ({', '.join(map(str, n_set))} puzzles), greedy at the model's dllmrl.json sampler "
+        "settings (compact prompt, gen_len 32, 16 steps, block 32, temperature 0). `solved` is the fraction of puzzles "
+        "solved (the `correct` field of the eval records); `cell acc` is the fraction of blank cells filled as in the "
+        "given solution (the training reward). Mean ± standard deviation over seeds, [min, max] beside.",
+        "",
+        "| method | seeds | solved | solved per seed | cell acc | cell acc per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        acc, cell = s["accuracy"], s["cell_acc"]
+        per_acc = ", ".join(f"{r['accuracy']:.3f}" for r in s["runs"])
+        per_cell = ", ".join(f"{r['cell_acc']:.3f}" for r in s["runs"])
+        seeds = ", ".join(str(x) for x in s["seeds"]) if s["seeds"][0] is not None else "–"
+        pm = lambda d: f"{d['mean']:.3f} ± {d['std']:.3f}" if len(s["runs"]) > 1 else f"{d['mean']:.3f}"
+        lines.append(f"| {s['label']} | {seeds} | {pm(acc)} | {per_acc} | {pm(cell)} | {per_cell} |")
+    lines += ["", "Made by `bash scripts/reproduce_sudoku.sh` then `python3 scripts/summarize_repro.py`.", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
