@@ -13,7 +13,7 @@ or ``dllmrl sft sudoku --model DIR ...``. Per sequence (LLaDA's SFT, arXiv:2502.
    length (EOS padding included): the ELBO weight 1/t, normalised by answer length.
 
 The pure pieces (``mask_completion``, ``sft_loss``) are tested on hand-worked numbers; the loop
-(``dllmrl.sft_loop.run_sft``) owns accelerate, checkpoints, resume and metrics.
+(``run_sft`` below) owns accelerate, checkpoints, resume and metrics.
 """
 
 from __future__ import annotations

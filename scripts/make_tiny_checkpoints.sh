@@ -16,15 +16,18 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELI
 which=${1:?usage: scripts/make_tiny_checkpoints.sh sudoku|countdown}
 case "$which" in
   sudoku)
-    # compact prompt: <bos><|user|>\n + 16-character puzzle + <|eot|><|assistant|>\n = 22 tokens; + gen_len 32
+    # compact prompt: <bos><|user|>\n + 16-character puzzle + <|eot|><|assistant|>\n = 22 tokens; + gen_len 32 = 54
     BUILD=(--hidden 128 --layers 4 --heads 4 --intermediate 256 --max-len 64)
     DEFAULTS='{"prompt_style": "compact", "gen_len": 32, "steps": 16, "block_len": 32, "temperature": 0.0}'
     SFT=(--split train --lr 1e-3 --batch-size 64 --warmup-steps 100 --max-steps "${STEPS:-1500}")
     ;;
   countdown)
+    # compact prompt "30 100 93 -> 23" (at most 15 characters) = 21 tokens; + gen_len 16 (solver expressions have <= 10)
     BUILD=(--hidden 128 --layers 4 --heads 4 --intermediate 256 --max-len 64)
     DEFAULTS='{"prompt_style": "compact", "gen_len": 16, "steps": 16, "block_len": 16, "temperature": 0.0}'
-    SFT=(--split generated --lr 1e-3 --batch-size 64 --warmup-steps 100 --max-steps "${STEPS:-3000}")
+    # The quick held-out evaluation does not change the weights (its sampler has its own generator).
+    SFT=(--split generated --lr 1e-3 --batch-size 64 --warmup-steps 100 --max-steps "${STEPS:-2500}"
+         --eval-every 250 --eval-limit 128)
     ;;
   *) echo "unknown model '$which': sudoku or countdown" >&2; exit 2 ;;
 esac

@@ -169,3 +169,6 @@ def test_quick_eval_during_training_is_logged(tiny_model_dir, tmp_path):
                eval_every=2, eval_limit=4, eval_split="test")
     rows = read_metrics(res.run_dir)
     assert [r["step"] for r in rows] == [2, 4] and all(0 <= r["eval_accuracy"] <= 1 for r in rows)
+    plain = _run(tiny_model_dir, tmp_path / "plain", max_steps=4, warmup_steps=0, save_every=0, log_every=2)
+    a, b = _weights(res.model_dir), _weights(plain.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # evaluating does not change what is learnt
