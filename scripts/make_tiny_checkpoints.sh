@@ -3,6 +3,9 @@
 #
 #   scripts/make_tiny_checkpoints.sh sudoku        # -> runs/sft-tiny-sudoku, then checkpoints/tiny-sudoku
 #   scripts/make_tiny_checkpoints.sh countdown     # -> runs/sft-tiny-countdown, then checkpoints/tiny-countdown
+#   STEPS=1750 DEST=runs/tiny-sudoku-1750 scripts/make_tiny_checkpoints.sh sudoku   # another point of the curve
+#
+# Overrides: STEPS (SFT steps), BASE / RUN (the builder's and the SFT run's directories), DEST (where the model goes).
 #
 # One torch thread (the numbers in the model cards were measured that way, on 2 shared CPU cores).
 # The SFT runs are deterministic: the data order and the masks come from seeded generators, and the
@@ -32,16 +35,17 @@ case "$which" in
   *) echo "unknown model '$which': sudoku or countdown" >&2; exit 2 ;;
 esac
 
-base=runs/tiny-$which-base
-run=runs/sft-tiny-$which
+base=${BASE:-runs/tiny-$which-base}
+run=${RUN:-runs/sft-tiny-$which}
+dest=${DEST:-checkpoints/tiny-$which}
 rm -rf "$base" "$run"
 python3 -m dllmrl.models.tiny "$base" "${BUILD[@]}"
 # Sampler defaults the model carries (eval, train and sample read them; a flag on the command line wins).
 echo "$DEFAULTS" > "$base/dllmrl.json"
 dllmrl sft "$which" --model "$base" --output "$run" "${SFT[@]}" --save-every 250 --log-every 25 --device cpu
-rm -rf "checkpoints/tiny-$which.new"
-cp -r "$run/model" "checkpoints/tiny-$which.new"
-cp "checkpoints/tiny-$which/README.md" "checkpoints/tiny-$which.new/" 2>/dev/null || true
-rm -rf "checkpoints/tiny-$which"
-mv "checkpoints/tiny-$which.new" "checkpoints/tiny-$which"
-du -sh "checkpoints/tiny-$which"
+rm -rf "$dest.new"
+cp -r "$run/model" "$dest.new"
+cp "checkpoints/tiny-$which/README.md" "$dest.new/" 2>/dev/null || true
+rm -rf "$dest"
+mv "$dest.new" "$dest"
+du -sh "$dest"
