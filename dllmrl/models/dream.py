@@ -18,13 +18,13 @@ gradient checkpointing. The generation mixin is not reproduced: dllmrl's sampler
 one way to generate. ``tests/test_native_models.py`` checks the logits against golden
 fixtures recorded with the published code (``scripts/make_fixtures.py``).
 
-The file stands alone (no imports from ``llada.py``), as transformers keeps one model per file.
+The computations that are the same in LLaDA (RMSNorm, rotary embeddings, masked SDPA attention,
+the gated MLP, the layer loop) come from ``layers.py``; the modules holding parameters are built
+here, under the published names.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
@@ -32,6 +32,18 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from ..errors import ModelLoadError
+from .layers import (
+    RMSNorm,
+    apply_rotary,
+    attend,
+    gated_mlp,
+    positions_from_mask,
+    refuse_unsupported,
+    rotary_cos_sin,
+    run_layers,
+    sdpa_mask,
+    split_heads,
+)
 
 DREAM_MASK_ID = 151666
 """The mask token of the published Dream checkpoints ("<|mask|>"), used when neither tokenizer nor config names one."""
@@ -114,64 +126,7 @@ def check_supported(config: DreamConfig) -> None:
         bad.append(f"num_key_value_heads={config.num_key_value_heads} does not divide {config.num_attention_heads}")
     if config.hidden_act not in ACT2FN:
         bad.append(f"hidden_act={config.hidden_act!r}")
-    if bad:
-        raise ModelLoadError(
-            "this Dream configuration is not one dllmrl implements: " + "; ".join(bad)
-            + ". Pass --trust-remote-code to run the repository's own code instead"
-        )
-
-
-# ----------------------------------------------------------------------------- pieces
-
-
-class DreamRMSNorm(nn.Module):
-    """RMSNorm computed in float32, scaled by the weight in the input's dtype."""
-
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
-
-
-def rotary_cos_sin(position_ids: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(B, L) positions -> cos, sin of shape (B, 1, L, head_dim), computed in float32, returned in ``dtype``."""
-    with torch.autocast(position_ids.device.type, enabled=False):
-        exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
-        inv_freq = 1.0 / (theta**exponents)  # (D/2,)
-        freqs = position_ids.float().unsqueeze(-1) * inv_freq  # (B, L, D/2)
-        emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, D)
-        return emb.cos().unsqueeze(1).to(dtype), emb.sin().unsqueeze(1).to(dtype)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
-def sdpa_mask(attention_mask: Tensor | str | None, dtype: torch.dtype) -> Tensor | None:
-    """(B, L) padding mask -> (B, 1, 1, L) boolean key mask; 4D masks as given; None or "full" -> None."""
-    if attention_mask is None or isinstance(attention_mask, str):
-        return None
-    if attention_mask.dim() == 2:
-        if bool(attention_mask.all()):
-            return None  # no padding: leaves SDPA free to pick the flash kernel
-        # Padded keys are excluded for every query; padded queries still see real keys (finite rows).
-        return attention_mask.bool()[:, None, None, :]
-    if attention_mask.dim() == 4:
-        return attention_mask.to(dtype) if attention_mask.is_floating_point() else attention_mask.bool()
-    raise ValueError(f"attention_mask must be (B, L) or (B, 1, L, L), got shape {tuple(attention_mask.shape)}")
-
-
-def positions_from_mask(attention_mask: Tensor | str | None, batch: int, length: int, device) -> Tensor:
-    """(B, L) rotary positions counted over real tokens, so left padding does not shift them."""
-    if isinstance(attention_mask, Tensor) and attention_mask.dim() == 2:
-        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    return torch.arange(length, device=device).unsqueeze(0).expand(batch, length)
+    refuse_unsupported("Dream", bad)
 
 
 # ----------------------------------------------------------------------------- model
@@ -189,18 +144,12 @@ class DreamAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
-        B, L, _ = x.shape
-        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
-        k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
-        v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = split_heads(self.q_proj(x), self.n_heads, self.head_dim)  # (B, H, L, D)
+        k = split_heads(self.k_proj(x), self.n_kv_heads, self.head_dim)  # (B, Hkv, L, D)
+        v = split_heads(self.v_proj(x), self.n_kv_heads, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if self.n_kv_heads != self.n_heads:  # grouped-query attention: each kv head serves H / Hkv query heads
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-        att = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0, is_causal=False
-        )  # (B, H, L, D)
-        return self.o_proj(att.transpose(1, 2).reshape(B, L, -1))
+        att = attend(q, k, v, attn_mask, self.attention_dropout if self.training else 0.0)  # (B, L, H * D)
+        return self.o_proj(att)
 
 
 class DreamMLP(nn.Module):
@@ -212,15 +161,15 @@ class DreamMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return gated_mlp(x, self.gate_proj, self.up_proj, self.down_proj, self.act_fn)
 
 
 class DreamDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: DreamConfig):
         super().__init__()
-        self.input_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = DreamAttention(config)
-        self.post_attention_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = DreamMLP(config)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
@@ -238,7 +187,7 @@ class DreamBackbone(nn.Module):
         padding_idx = pad if isinstance(pad, int) and 0 <= pad < config.vocab_size else None
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx)
         self.layers = nn.ModuleList(DreamDecoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.norm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
 class DreamPreTrainedModel(PreTrainedModel):
@@ -305,15 +254,8 @@ class DreamModel(DreamPreTrainedModel):
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        hidden: list[Tensor] = []
-        for layer in self.model.layers:
-            if output_hidden_states:
-                hidden.append(x)
-            x = layer(x, mask, cos, sin)  # hidden states positional: needed by gradient checkpointing
-        x = self.model.norm(x)
-        if output_hidden_states:
-            hidden.append(x)
-        out = MaskedLMOutput(logits=self.lm_head(x), hidden_states=tuple(hidden) if output_hidden_states else None)
+        x, hidden = run_layers(self.model.layers, self.model.norm, x, mask, cos, sin, output_hidden_states)
+        out = MaskedLMOutput(logits=self.lm_head(x), hidden_states=hidden)
         return out if return_dict is not False else out.to_tuple()
 
 

@@ -15,19 +15,33 @@ sequence the logits it gets alone; attention is always PyTorch's scaled_dot_prod
 layers support transformers' gradient checkpointing; no global torch flags are touched.
 ``tests/test_native_models.py`` checks the logits against golden fixtures recorded with the
 published code (``scripts/make_fixtures.py``).
+
+The computations that are the same in Dream (RMSNorm, rotary embeddings, masked SDPA attention,
+the gated MLP, the layer loop) come from ``layers.py``; the modules holding parameters are built
+here, under the published names.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ..errors import ModelLoadError
+from .layers import (
+    RMSNorm,
+    apply_rotary,
+    attend,
+    gated_mlp,
+    positions_from_mask,
+    refuse_unsupported,
+    rotary_cos_sin,
+    run_layers,
+    sdpa_mask,
+    split_heads,
+)
 
 LLADA_MASK_ID = 126336
 """The mask token of the published LLaDA checkpoints ("<|mdm_mask|>"), used when config.json has none."""
@@ -164,71 +178,7 @@ def check_supported(config: LLaDAConfig) -> None:
         bad.append(f"n_kv_heads={config.n_kv_heads} does not divide n_heads={config.n_heads}")
     if config.padded_vocab_size < config.vocab_size:
         bad.append(f"embedding_size={config.embedding_size} is smaller than vocab_size={config.vocab_size}")
-    if bad:
-        raise ModelLoadError(
-            "this LLaDA configuration is not one dllmrl implements: " + "; ".join(bad)
-            + ". Pass --trust-remote-code to run the repository's own code instead"
-        )
-
-
-# ----------------------------------------------------------------------------- pieces
-
-
-class LLaDARMSNorm(nn.Module):
-    """RMSNorm computed in float32, scaled by the weight in the input's dtype."""
-
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
-
-
-def rotary_cos_sin(position_ids: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """(B, L) positions -> float32 cos, sin of shape (B, 1, L, head_dim), halves repeated."""
-    with torch.autocast(position_ids.device.type, enabled=False):
-        exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
-        inv_freq = 1.0 / (theta**exponents)  # (D/2,)
-        freqs = position_ids.float().unsqueeze(-1) * inv_freq  # (B, L, D/2)
-        emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, D)
-        return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, H, L, D) by the angles in cos/sin, in the dtype of cos/sin."""
-    x = x.to(cos.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
-def sdpa_mask(attention_mask: Tensor | str | None, dtype: torch.dtype) -> Tensor | None:
-    """Turn a user attention mask into what scaled_dot_product_attention takes (None: attend everywhere).
-
-    A 2D (B, L) padding mask becomes a (B, 1, 1, L) boolean key mask: padded keys are excluded
-    for every query, and padded queries still see the real keys, so no row is all -inf (no NaNs).
-    A 4D mask is used as given (boolean: True = attend; floating: added to the scores), which
-    keeps code written for the published models (Dream's generate passes a 4D mask or "full") working.
-    """
-    if attention_mask is None or isinstance(attention_mask, str):
-        return None
-    if attention_mask.dim() == 2:
-        if bool(attention_mask.all()):
-            return None  # no padding: leaves SDPA free to pick the flash kernel
-        return attention_mask.bool()[:, None, None, :]
-    if attention_mask.dim() == 4:
-        return attention_mask.to(dtype) if attention_mask.is_floating_point() else attention_mask.bool()
-    raise ValueError(f"attention_mask must be (B, L) or (B, 1, L, L), got shape {tuple(attention_mask.shape)}")
-
-
-def positions_from_mask(attention_mask: Tensor | str | None, batch: int, length: int, device) -> Tensor:
-    """(B, L) rotary positions: counted over real tokens only, so left padding does not shift them."""
-    if isinstance(attention_mask, Tensor) and attention_mask.dim() == 2:
-        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    return torch.arange(length, device=device).unsqueeze(0).expand(batch, length)
+    refuse_unsupported("LLaDA", bad)
 
 
 # ----------------------------------------------------------------------------- model
@@ -244,12 +194,12 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.rope_theta, self.rope_full_precision = config.rope_theta, config.rope_full_precision
         self.attention_dropout = config.attention_dropout
         qkv_bias = bool(config.include_bias or config.include_qkv_bias)
-        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
         self.q_proj = nn.Linear(d, d, bias=qkv_bias)
         self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=qkv_bias)
         self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=qkv_bias)
         self.attn_out = nn.Linear(d, d, bias=config.include_bias)
-        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps)
         self.ff_proj = nn.Linear(d, config.mlp_width, bias=config.include_bias)  # gate
         self.up_proj = nn.Linear(d, config.mlp_width, bias=config.include_bias)
         self.ff_out = nn.Linear(config.mlp_width, d, bias=config.include_bias)
@@ -257,24 +207,19 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.residual_dropout)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
-        B, L, _ = x.shape
         h = self.attn_norm(x)
-        q = self.q_proj(h).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
-        k = self.k_proj(h).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
-        v = self.v_proj(h).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = split_heads(self.q_proj(h), self.n_heads, self.head_dim)  # (B, H, L, D)
+        k = split_heads(self.k_proj(h), self.n_kv_heads, self.head_dim)  # (B, Hkv, L, D)
+        v = split_heads(self.v_proj(h), self.n_kv_heads, self.head_dim)
         # Rotary in float32 (rope_full_precision, as the published code), then back to the activations' dtype.
         rot_dtype = torch.float32 if self.rope_full_precision else q.dtype
-        q = apply_rotary(q, cos.to(rot_dtype), sin.to(rot_dtype)).to(v.dtype)
-        k = apply_rotary(k, cos.to(rot_dtype), sin.to(rot_dtype)).to(v.dtype)
-        if self.n_kv_heads != self.n_heads:
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-        att = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0, is_causal=False
-        )  # (B, H, L, D)
-        x = x + self.dropout(self.attn_out(att.transpose(1, 2).reshape(B, L, -1)))
+        cos, sin = cos.to(rot_dtype), sin.to(rot_dtype)
+        q = apply_rotary(q.to(rot_dtype), cos, sin).to(v.dtype)
+        k = apply_rotary(k.to(rot_dtype), cos, sin).to(v.dtype)
+        att = attend(q, k, v, attn_mask, self.attention_dropout if self.training else 0.0)  # (B, L, H * D)
+        x = x + self.dropout(self.attn_out(att))
         h = self.ff_norm(x)
-        return x + self.dropout(self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h)))
+        return x + self.dropout(gated_mlp(h, self.ff_proj, self.up_proj, self.ff_out, self.act))
 
 
 class LLaDABackbone(nn.Module):
@@ -288,7 +233,7 @@ class LLaDABackbone(nn.Module):
                 wte=nn.Embedding(vocab, config.d_model),
                 emb_drop=nn.Dropout(config.embedding_dropout),
                 blocks=nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
-                ln_f=LLaDARMSNorm(config.d_model, config.rms_norm_eps),
+                ln_f=RMSNorm(config.d_model, config.rms_norm_eps),
                 ff_out=nn.Linear(config.d_model, vocab, bias=config.include_bias),
             )
         )
@@ -338,7 +283,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     ) -> MaskedLMOutput | tuple:
         """Logits for every position.
 
-        attention_mask: (B, L) with 0 at padding (or a 4D mask, see ``sdpa_mask``). position_ids:
+        attention_mask: (B, L) with 0 at padding (or a 4D mask, see ``layers.sdpa_mask``). position_ids:
         (B, L); when absent they are counted over the attention mask. Other keyword arguments
         that generic callers pass (cache_position, ...) are accepted and ignored.
         """
@@ -359,18 +304,11 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        hidden: list[Tensor] = []
-        for block in t.blocks:
-            if output_hidden_states:
-                hidden.append(x)
-            x = block(x, mask, cos, sin)  # hidden states positional: needed by gradient checkpointing
-        x = t.ln_f(x)
-        if output_hidden_states:
-            hidden.append(x)
+        x, hidden = run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states)
         logits = t.ff_out(x)  # (B, L, V)
         if self.config.scale_logits:
             logits = logits * (self.config.d_model**-0.5)
-        out = MaskedLMOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
+        out = MaskedLMOutput(logits=logits, hidden_states=hidden)
         return out if return_dict is not False else out.to_tuple()
 
 
