@@ -1,4 +1,5 @@
-"""The reference's format rewards for the ``<reasoning>...</reasoning><answer>...</answer>`` layout.
+"""The ``<reasoning>...</reasoning><answer>...</answer>`` layout: the reference's training prompt for it
+and its format rewards.
 
 They judge layout only, never the answer, so they sit beside the packs' single answer extractor
 rather than duplicating it. Each returns 1.0 at best; the pack gives the weight (the reference's
@@ -12,6 +13,18 @@ them. Here they match across lines.
 from __future__ import annotations
 
 import re
+
+# The reference's general SYSTEM_PROMPT (egspo/data_utils.py), byte for byte, which its training
+# prompts open with; the packs' 'train' prompt style uses it as their TRAIN_SYSTEM_PROMPT.
+SYSTEM_PROMPT = """
+Respond in the following format:
+<reasoning>
+...
+</reasoning>
+<answer>
+...
+</answer>
+"""
 
 _SOFT = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
 _STRICT = re.compile(r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n?$", re.DOTALL)

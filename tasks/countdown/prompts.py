@@ -7,6 +7,8 @@ general SYSTEM_PROMPT and the question with a single newline). 'compact': "a b c
 the expression alone.
 """
 
+from ..formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
+
 # The reference's CTD_SYSTEM_PROMPT, byte for byte (note the missing space before "Respond").
 EVAL_SYSTEM_PROMPT = (
     "Using only the provided numbers, create an arithmetic expression that evaluates to exactly the provided "
@@ -18,16 +20,6 @@ EVAL_SYSTEM_PROMPT = (
 EVAL_QUESTION = "Numbers: {numbers}\nTarget: {target}"
 # (Not joined into one template: the system prompt's literal braces would clash with str.format.)
 
-# The reference's general SYSTEM_PROMPT (data_utils.py), used by its training prompts.
-TRAIN_SYSTEM_PROMPT = """
-Respond in the following format:
-<reasoning>
-...
-</reasoning>
-<answer>
-...
-</answer>
-"""
 TRAIN_USER_TURN = (
     TRAIN_SYSTEM_PROMPT
     + "\nUsing only the numbers {numbers}, create an arithmetic expression that evaluates to exactly {target}. "

@@ -5,6 +5,8 @@ the '<reasoning>' prefill. 'train': the reference's training prompt (a bare answ
 Both user turns are system prompt + "\\n\\n" + question.
 """
 
+from ..formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
+
 # The reference's GSM_SYSTEM_PROMPT (eval/gsm8k.py), byte for byte (note the space after "\\boxed{}.").
 EVAL_SYSTEM_PROMPT = """You are a math expert. You will be given a question to solve. Solve it step by step. Wrap the final answer in a \\boxed{}. 
 Respond in the following format:
@@ -14,17 +16,6 @@ Your reasoning here
 <answer>
 \\boxed{...}
 </answer>"""
-
-# The reference's general SYSTEM_PROMPT (egspo/data_utils.py).
-TRAIN_SYSTEM_PROMPT = """
-Respond in the following format:
-<reasoning>
-...
-</reasoning>
-<answer>
-...
-</answer>
-"""
 
 # Gold completions for SFT (after the prefill): the worked solution without calculator annotations.
 EVAL_TARGET = "\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>\n"
