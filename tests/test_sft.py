@@ -172,3 +172,46 @@ def test_quick_eval_during_training_is_logged(tiny_model_dir, tmp_path):
     plain = _run(tiny_model_dir, tmp_path / "plain", max_steps=4, warmup_steps=0, save_every=0, log_every=2)
     a, b = _weights(res.model_dir), _weights(plain.model_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)  # evaluating does not change what is learnt
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_process_worker(model_dir: str, out: str) -> None:
+    torch.set_num_threads(1)
+    run_sft(SftConfig(output=out, **{**FAST, "batch_size": 4, "log_every": 2}, max_steps=4, grad_accum=2, save_every=2),
+            ModelConfig(model=model_dir, device="cpu"))
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_share_the_batch_and_stay_in_sync(tiny_model_dir, tmp_path, monkeypatch):
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    import dllmrl.sft as sft_mod
+
+    real_save = sft_mod.save_final_adapter
+
+    def keep_final(run_dir, model, accelerator=None, tokenizer=None):  # every rank keeps its own copy
+        state = {n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters()}
+        torch.save(state, Path(run_dir) / f"params-{accelerator.process_index}.pt")
+        return real_save(run_dir, model, accelerator, tokenizer)
+
+    monkeypatch.setattr(sft_mod, "save_final_adapter", keep_final)
+    out = tmp_path / "ddp"
+    with patch_environment(world_size=2, master_addr="127.0.0.1", master_port=str(_free_port()),
+                           accelerate_mixed_precision="no", accelerate_use_cpu="yes", gloo_socket_ifname="lo",
+                           accelerate_debug_rdv_file=str(tmp_path / "rdv")):
+        start_processes(PrepareForLaunch(_two_process_worker, debug=True), args=(tiny_model_dir, str(out)),
+                        nprocs=2, start_method="fork")
+    p0, p1 = torch.load(out / "params-0.pt"), torch.load(out / "params-1.pt")
+    assert all(torch.equal(p0[n], p1[n]) for n in p0)
+    rows = read_metrics(out)  # rank 0 only writes
+    assert [r["step"] for r in rows] == [2, 4]
+    assert rows[-1]["epoch"] == 4 * 2 * 4 * 2 / 256  # steps x grad_accum x batch x processes rows of the 256
+    assert sorted(p.name for p in (out / "checkpoints" / "step-0000004").glob("rank-*.pt")) == ["rank-0.pt", "rank-1.pt"]
