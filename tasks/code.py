@@ -27,6 +27,9 @@ TIMEOUT_S = 10.0
 MEMORY_MB = 1024
 RESULT = "__DLLMRL_TESTS__"
 
+# The reference's code-training instruction (egspo/data_utils.py get_code_questions), for every code pack.
+TRAIN_INSTRUCTION = "You are a coding expert. You will be given a coding problem to solve. Solve it step by step. \n\n"
+
 # Runs each test statement on its own and reports how many passed; the final assert makes the
 # program fail (no completion marker) unless all did.
 _HARNESS = """
@@ -122,6 +125,13 @@ class CodeTask(TaskBase):
             "tests_total": counts[1] if counts else None,
             "stderr_tail": res.stderr[-500:],
         }
+
+    def code_prompt(self, question: str, prompt_style: str, eval_system_prompt: str) -> str:
+        """The user turn: 'eval', the pack's system prompt + "\\n\\n" + question; 'train', the reference's
+        general SYSTEM_PROMPT + "\\n\\n" + the code-training instruction + question."""
+        if prompt_style == "eval":
+            return eval_system_prompt + "\n\n" + question
+        return formats.SYSTEM_PROMPT + "\n\n" + TRAIN_INSTRUCTION + question
 
     def code_target(self, code: str, prompt_style: str, reasoning: str) -> str:
         body = f"\n{reasoning}\n</reasoning>\n<answer>\n```python\n{code.rstrip()}\n```\n</answer>\n"

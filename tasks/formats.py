@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 # The reference's general SYSTEM_PROMPT (egspo/data_utils.py), byte for byte, which its training
-# prompts open with; the packs' 'train' prompt style uses it as their TRAIN_SYSTEM_PROMPT.
+# prompts open with; so do the packs' 'train' prompt styles (TRAIN_SYSTEM_PROMPT, CodeTask.code_prompt).
 SYSTEM_PROMPT = """
 Respond in the following format:
 <reasoning>

@@ -84,10 +84,7 @@ class HumanEval(CodeTask):
         return {"task_id": ex.id}
 
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
-        question = docstring_of(ex.meta["prompt"])
-        if prompt_style == "eval":
-            return prompts.EVAL_SYSTEM_PROMPT + "\n\n" + question
-        return prompts.TRAIN_SYSTEM_PROMPT + "\n\n" + prompts.TRAIN_INSTRUCTION + question
+        return self.code_prompt(docstring_of(ex.meta["prompt"]), prompt_style, prompts.EVAL_SYSTEM_PROMPT)
 
     def sft_target(self, ex: Example, prompt_style: str) -> str:
         self.check_style(prompt_style)

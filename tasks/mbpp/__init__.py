@@ -87,9 +87,7 @@ class MBPP(CodeTask):
 
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         question = prompts.QUESTION.format(text=ex.meta["text"], tests="\n".join(ex.target["tests"]))
-        if prompt_style == "eval":
-            return prompts.EVAL_SYSTEM_PROMPT + "\n\n" + question
-        return prompts.TRAIN_SYSTEM_PROMPT + "\n\n" + prompts.TRAIN_INSTRUCTION + question
+        return self.code_prompt(question, prompt_style, prompts.EVAL_SYSTEM_PROMPT)
 
     def sft_target(self, ex: Example, prompt_style: str) -> str:
         self.check_style(prompt_style)

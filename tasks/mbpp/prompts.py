@@ -1,7 +1,5 @@
 """MBPP prompt templates (the reference's, byte for byte: the doubled backtick and stray '" ' included)."""
 
-from ..formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
-
 EVAL_SYSTEM_PROMPT = """You are a coding expert. You will be given a coding problem to solve. Solve it step by step. Ensure you wrap the answer in ```python````
 
 Respond in the following format:
@@ -18,6 +16,6 @@ Your code here
 # The question as the reference builds it (note the space before "Your").
 QUESTION = "{text}\n\n Your code should pass the following tests:\n\n{tests}"
 
-TRAIN_INSTRUCTION = "You are a coding expert. You will be given a coding problem to solve. Solve it step by step. \n\n"
+# The 'train' user turn is the reference's code-training prompt: tasks/code.py, CodeTask.code_prompt.
 
 REASONING = "I write the function the tests call."
