@@ -184,6 +184,12 @@ def _free_port() -> int:
 
 def _two_process_worker(model_dir: str, out: str) -> None:
     torch.set_num_threads(1)
+    from accelerate.state import AcceleratorState, GradientState
+
+    # The forked child inherits the parent's single-process accelerate singletons from earlier tests.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    assert torch.distributed.get_world_size() == 2  # the debug launcher has initialised the gloo group
     run_sft(SftConfig(output=out, **{**FAST, "batch_size": 4, "log_every": 2}, max_steps=4, grad_accum=2, save_every=2),
             ModelConfig(model=model_dir, device="cpu"))
 
