@@ -20,12 +20,13 @@ from dllmrl.registry import TASKS
 from dllmrl.sampler import sample
 from dllmrl.sft import run_sft
 from dllmrl.sft_config import SftConfig
-from tasks.base import Example, TaskBase
+from tasks.base import Example
+from toy_tasks import ExactMatchToy, ToyLowercase
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-class ToyCopy(TaskBase):
+class ToyCopy(ExactMatchToy):
     """Copy a 3-letter word: only the plumbing matters here."""
 
     name = "toy-copy-native"
@@ -42,15 +43,6 @@ class ToyCopy(TaskBase):
 
     def sft_target(self, ex, prompt_style):
         return ex.target
-
-    def extract(self, completion):
-        return completion.strip() or None
-
-    def verify(self, ex, completion):
-        return self.extract(completion) == ex.target
-
-    def rewards(self):
-        return {"correct": (self.correct_reward, 1.0)}
 
 
 if ToyCopy.name not in TASKS:
@@ -75,30 +67,11 @@ def test_lora_sft_steps_then_adapter_loads_and_samples(fixture, tmp_path):
     assert torch.isfinite(traj.step_logp).all()
 
 
-class ToyLowercase:
+class NativeToyLowercase(ToyLowercase):
     """RL toy: reward = fraction of lowercase characters in the completion (graded, so advantages are nonzero)."""
 
     name = "toy-lowercase-native"
-    prefill = ""
-    prompt_styles = ("train", "eval")
-
-    def splits(self):
-        return {"train": 8, "test": 4}
-
-    def load(self, split, prompt_style="train"):
-        return [Example(f"{split}-{i}", f"say {i}", None) for i in range(self.splits()[split])]
-
-    def prefill_for(self, prompt_style):
-        return ""
-
-    def extract(self, completion):
-        return completion
-
-    def verify(self, ex, completion):
-        return sum(c.islower() for c in completion) >= 6
-
-    def lowercase(self, ex, completion):
-        return sum(c.islower() for c in completion) / 8
+    split_sizes = {"train": 8, "test": 4}
 
     def rewards(self):
         return {"lowercase": (self.lowercase, 1.0)}
@@ -109,12 +82,12 @@ def test_two_egspo_sa_steps_change_every_lora_parameter(fixture, tmp_path):
     from dllmrl.train_config import TrainConfig
     from dllmrl.trainer import Trainer
 
-    cfg = TrainConfig(task=ToyLowercase.name, method="egspo-sa", k_steps=2, num_generations=4, batch_size=8,
+    cfg = TrainConfig(task=NativeToyLowercase.name, method="egspo-sa", k_steps=2, num_generations=4, batch_size=8,
                       grad_accum=1, lr=2e-2, warmup_steps=0, max_steps=2, lora_r=4, lora_alpha=8, weight_decay=0.0,
                       beta=0.04, chat=False, output=str(tmp_path), save_every=0, log_every=1, reward_workers=1)
     scfg = SamplerConfig(gen_len=8, steps=4, block_len=8, temperature=1.0)
     trainer = Trainer(cfg, scfg, ModelConfig(model=str(FIXTURES / fixture), device="cpu", dtype="float32"),
-                      task=ToyLowercase())
+                      task=NativeToyLowercase())
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
     assert before  # two steps: lora_B starts at zero, so lora_A has no gradient until B has moved
     result = trainer.run()

@@ -10,7 +10,8 @@ import pytest
 
 from dllmrl.errors import UnknownNameError
 from dllmrl.registry import TASKS, Registry
-from tasks.base import Example, TaskBase, get_task, response_text, total_reward
+from tasks.base import Example, get_task, response_text, total_reward
+from toy_tasks import ExactMatchToy
 
 BUILTIN = ["countdown", "gsm8k", "humaneval", "math500", "mbpp", "sudoku"]
 GARBAGE = ["", "I am not sure.", "<reasoning>\nhmm\n</reasoning>\n<answer>\n???\n</answer>\n", "}{\\boxed{" * 5]
@@ -63,7 +64,7 @@ def test_listing_tasks_imports_no_torch():
     assert out.stdout.strip() == "[]"
 
 
-class ToyTask(TaskBase):
+class ToyTask(ExactMatchToy):
     """A third-party pack: the answer is the word 'yes'."""
 
     name = "toy"
@@ -77,15 +78,6 @@ class ToyTask(TaskBase):
 
     def sft_target(self, ex, prompt_style):
         return "yes"
-
-    def extract(self, completion):
-        return completion.strip() or None
-
-    def verify(self, ex, completion):
-        return self.extract(completion) == ex.target
-
-    def rewards(self):
-        return {"correct": (self.correct_reward, 1.0)}
 
 
 def test_third_party_pack_arrives_through_the_entry_point_group(monkeypatch):

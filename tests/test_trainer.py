@@ -23,38 +23,7 @@ from dllmrl.errors import ConfigError
 from dllmrl.metrics import read_metrics
 from dllmrl.train_config import TrainConfig, resolve_method
 from dllmrl.trainer import Trainer, TrainingInterrupted, train
-from tasks.base import Example
-
-TOY_GEN_LEN = 8
-
-
-class ToyTask:
-    """Say lowercase letters: reward = fraction of lowercase characters; correct = at least 6 of 8."""
-
-    name = "toy"
-    prefill = ""
-    prompt_styles = ("train", "eval")
-
-    def splits(self):
-        return {"train": 16, "test": 8}
-
-    def load(self, split, prompt_style="train"):
-        return [Example(f"{split}-{i}", f"say {i}", None) for i in range(self.splits()[split])]
-
-    def prefill_for(self, prompt_style):
-        return ""
-
-    def extract(self, completion):
-        return completion
-
-    def verify(self, ex, completion):
-        return sum(c.islower() for c in completion) >= 6
-
-    def lowercase(self, ex, completion):
-        return sum(c.islower() for c in completion) / TOY_GEN_LEN
-
-    def rewards(self):
-        return {"lowercase": (self.lowercase, 1.0), "correct": (lambda ex, c: float(self.verify(ex, c)), 0.0)}
+from toy_tasks import TOY_GEN_LEN, ToyLowercase
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +66,7 @@ def saved_adapter(run_dir) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------------- training runs
 def test_two_steps_change_every_lora_parameter(toy_model_dir, tmp_path):
-    trainer = Trainer(toy_config(tmp_path, beta=0.04), SCFG, mcfg(toy_model_dir), task=ToyTask())
+    trainer = Trainer(toy_config(tmp_path, beta=0.04), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     before = lora_state(trainer.model)
     assert len(before) >= 12  # A and B of Wqkv, Wo, Wi in two layers
     result = trainer.run()
@@ -122,9 +91,10 @@ def test_two_steps_change_every_lora_parameter(toy_model_dir, tmp_path):
 def test_resume_mid_rollout_matches_a_straight_run(toy_model_dir, tmp_path, method, extra):
     """4 steps straight == 2 steps, then --resume for 2 more (a rollout feeds 4 steps: the stop is mid-rollout)."""
     cfg = dict(method=method, lora_dropout=0.1, **extra)  # dropout: the global RNG must be restored too
-    straight = train(toy_config(tmp_path / "a", max_steps=4, **cfg), SCFG, mcfg(toy_model_dir), task=ToyTask())
-    train(toy_config(tmp_path / "b", max_steps=2, **cfg), SCFG, mcfg(toy_model_dir), task=ToyTask())
-    resumed = train(toy_config(tmp_path / "b", max_steps=4, resume=True, **cfg), SCFG, mcfg(toy_model_dir), task=ToyTask())
+    straight = train(toy_config(tmp_path / "a", max_steps=4, **cfg), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
+    train(toy_config(tmp_path / "b", max_steps=2, **cfg), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
+    resumed = train(toy_config(tmp_path / "b", max_steps=4, resume=True, **cfg), SCFG, mcfg(toy_model_dir),
+                    task=ToyLowercase())
     assert straight.step == resumed.step == 4
     a, b = saved_adapter(tmp_path / "a"), saved_adapter(tmp_path / "b")
     assert a.keys() == b.keys()
@@ -141,13 +111,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(toy_model_dir, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted, match="step 1.*--resume"):
-        train(toy_config(tmp_path), SCFG, mcfg(toy_model_dir), task=ToyTask(), on_step=interrupt)
+        train(toy_config(tmp_path), SCFG, mcfg(toy_model_dir), task=ToyLowercase(), on_step=interrupt)
     assert (tmp_path / "checkpoints" / "step-0000001" / "state.json").exists()
     with pytest.raises(ConfigError, match="already holds a run"):
-        train(toy_config(tmp_path), SCFG, mcfg(toy_model_dir), task=ToyTask())
+        train(toy_config(tmp_path), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     with pytest.raises(ConfigError, match="other settings.*--lr"):
-        train(toy_config(tmp_path, resume=True, lr=1.0), SCFG, mcfg(toy_model_dir), task=ToyTask())
-    done = train(toy_config(tmp_path, resume=True), SCFG, mcfg(toy_model_dir), task=ToyTask())
+        train(toy_config(tmp_path, resume=True, lr=1.0), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
+    done = train(toy_config(tmp_path, resume=True), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     assert done.step == 2 and [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
 
 
@@ -158,7 +128,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(toy_model_dir, tmp_path):
 ])
 def test_ablation_paths_run(toy_model_dir, tmp_path, extra):
     cfg = toy_config(tmp_path, **{"max_steps": 4, "beta": 0.04, **extra})
-    result = train(cfg, SCFG, mcfg(toy_model_dir), task=ToyTask())
+    result = train(cfg, SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     rows = read_metrics(tmp_path)
     assert result.step == 4 and len(rows) == 4
     assert all(r["kl"] is not None and r["kl"] >= -1e-6 for r in rows)  # both KL forms are >= 0
@@ -171,7 +141,7 @@ def test_ablation_paths_run(toy_model_dir, tmp_path, extra):
 
 def test_mean_reward_rises_on_the_toy_task(toy_model_dir, tmp_path):
     cfg = toy_config(tmp_path, max_steps=24, grad_accum=2, lora_dropout=0.0, beta=0.0)
-    train(cfg, SCFG, mcfg(toy_model_dir), task=ToyTask())
+    train(cfg, SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     per_rollout = {r["rollout"]: r["reward"] for r in read_metrics(tmp_path)}
     rewards = [per_rollout[k] for k in sorted(per_rollout)]
     assert len(rewards) == 24
@@ -189,7 +159,7 @@ def _two_process_worker(model_dir: str, out: str) -> None:
     GradientState._reset_state()
     rank = torch.distributed.get_rank()  # the debug launcher has initialised the gloo group
     res = train(toy_config(out, max_steps=2, batch_size=4, num_generations=2, beta=0.04), SCFG, mcfg(model_dir),
-                task=ToyTask())
+                task=ToyLowercase())
     torch.save({"step": res.step, "rank": rank}, Path(out) / f"done-{rank}.pt")
 
 
@@ -223,7 +193,7 @@ def test_two_cpu_processes_stay_in_sync(toy_model_dir, tmp_path, monkeypatch):
     for r in (0, 1):
         assert torch.load(tmp_path / f"done-{r}.pt")["step"] == 2
         finals[r] = torch.load(tmp_path / f"params-{r}.pt")
-    init = Trainer(toy_config(tmp_path / "init"), SCFG, mcfg(toy_model_dir), task=ToyTask())
+    init = Trainer(toy_config(tmp_path / "init"), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     start = lora_state(init.model)
     for n in finals[0]:
         assert torch.equal(finals[0][n], finals[1][n]), n
@@ -255,7 +225,7 @@ def test_config_errors_say_the_fix():
 
 def test_resume_without_checkpoint_is_refused(toy_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="holds no checkpoint"):
-        train(toy_config(tmp_path, resume=True), SCFG, mcfg(toy_model_dir), task=ToyTask())
+        train(toy_config(tmp_path, resume=True), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -263,7 +233,7 @@ def _cli_task() -> str:
     from dllmrl.registry import TASKS
 
     if "toy-lowercase" not in TASKS:
-        TASKS.register("toy-lowercase", ToyTask)
+        TASKS.register("toy-lowercase", ToyLowercase)
     return "toy-lowercase"
 
 
@@ -360,9 +330,9 @@ def test_deepspeed_plugin_gets_our_batch_accumulation_and_clipping():
 def test_training_can_start_from_a_saved_adapter(toy_model_dir, tmp_path):
     from peft import get_peft_model_state_dict
 
-    train(toy_config(tmp_path / "first", save_every=0), SCFG, mcfg(toy_model_dir), task=ToyTask())
+    train(toy_config(tmp_path / "first", save_every=0), SCFG, mcfg(toy_model_dir), task=ToyLowercase())
     start = replace(mcfg(toy_model_dir), adapter=str(tmp_path / "first" / "adapter"))
-    trainer = Trainer(toy_config(tmp_path / "second"), SCFG, start, task=ToyTask())
+    trainer = Trainer(toy_config(tmp_path / "second"), SCFG, start, task=ToyLowercase())
     loaded = get_peft_model_state_dict(trainer.model)
     saved = saved_adapter(tmp_path / "first")
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
