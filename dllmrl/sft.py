@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import model_defaults
-from .accel import build_accelerator, reduce_mean
+from .accel import build_accelerator
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
 from .config import ModelConfig, SamplerConfig
 from .errors import ConfigError, DataError
@@ -301,7 +301,8 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
 
     def save(at: int, rng=None) -> Path:
         path = save_checkpoint(run_dir, at, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
-                               scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng, keep_last=cfg.keep_checkpoints or None,
+                               scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng,
+                               keep_last=cfg.keep_checkpoints or None,
                                extra={"stream_position": stream.position, "dropped": stream.dropped})
         if accelerator.is_main_process and (path / "model").is_dir():
             # An intermediate full model is usable as it is: --model RUN/checkpoints/step-N/model
@@ -329,8 +330,11 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
                         sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
                     optimizer.step()  # a no-op until the last micro-batch of the step
                     optimizer.zero_grad(set_to_none=True)
-                for k, v in (("loss", out.loss), ("ce", out.ce), ("acc", out.acc)):
-                    sums[k] = sums.get(k, 0.0) + reduce_mean(accelerator, v.detach()) / cfg.grad_accum
+                vals = torch.stack([out.loss.detach(), out.ce, out.acc]).float()  # (3,): one all-reduce for all three
+                if world > 1:
+                    vals = accelerator.reduce(vals, reduction="mean")
+                for k, v in zip(("loss", "ce", "acc"), vals.tolist()):
+                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
             scheduler.step()
             step += 1
             interval_steps += 1
@@ -409,7 +413,8 @@ def eval_sampler_config(cfg: SftConfig, model: str) -> SamplerConfig:
     d = model_defaults.read_model_defaults(model)
     try:
         return SamplerConfig(gen_len=cfg.gen_len, steps=d.get("steps", cfg.gen_len // 2 or 1),
-                             block_len=d.get("block_len", min(32, cfg.gen_len)), remasking=d.get("remasking", "low_confidence"))
+                             block_len=d.get("block_len", min(32, cfg.gen_len)),
+                             remasking=d.get("remasking", "low_confidence"))
     except ConfigError:  # the model's steps / block_len do not fit this gen_len: one block, one token per step
         return SamplerConfig(gen_len=cfg.gen_len, steps=cfg.gen_len, block_len=cfg.gen_len)
 

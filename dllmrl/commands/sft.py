@@ -14,14 +14,17 @@ from .options import DeviceOpt, DtypeOpt, ModelOpt, TrustRemoteCodeOpt
 
 EPILOG = """Examples:
 
-  dllmrl sft sudoku --model runs/tiny-base --prompt-style compact --gen-len 32 --lr 1e-3 --max-steps 2000 -o runs/sft-sudoku
+  python3 -m dllmrl.models.tiny runs/tiny-base --hidden 128 --layers 4 --max-len 64
 
-  dllmrl sft sudoku --model runs/tiny-base -o runs/sft-sudoku --resume          (continue an interrupted run; Ctrl-C saves a checkpoint)
+  dllmrl sft sudoku --model runs/tiny-base --prompt-style compact --gen-len 32 --lr 1e-3 --max-steps 1500 -o runs/sft-sudoku
 
   dllmrl sft gsm8k --model GSAI-ML/LLaDA-8B-Instruct --lora on --lr 1e-4 --batch-size 4 --grad-accum 8
 
-The trained model lands in OUTPUT_DIR/model (full fine-tuning: use it with --model) or
-OUTPUT_DIR/adapter (LoRA: use it with --adapter on the same --model).
+Ctrl-C saves a checkpoint; the same command plus --resume continues the run exactly.
+
+The trained model lands in OUTPUT/model (full fine-tuning: use it with --model) or OUTPUT/adapter (LoRA: use it with --adapter on the same --model).
+
+scripts/make_tiny_checkpoints.sh rebuilds the shipped tiny models.
 """
 
 
@@ -84,7 +87,8 @@ def sft_command(
         task=task, output=output, split=split, prompt_style=prompt_style, gen_len=gen_len, chat=chat, limit=limit,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps,
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, min_t=min_t, lora=lora, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, eval_every=eval_every, eval_limit=eval_limit, eval_split=eval_split,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, eval_every=eval_every,
+        eval_limit=eval_limit, eval_split=eval_split,
         keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed,
         resume=resume,
     )
