@@ -239,6 +239,13 @@ def test_unimplemented_variants_are_refused_clearly():
         DreamConfig(hidden_size=32, num_attention_heads=4, rope_scaling={"rope_type": "yarn", "factor": 4.0})
 
 
+def test_the_loaders_llada_mask_id_is_the_models():
+    from dllmrl.models import families
+    from dllmrl.models.llada import LLADA_MASK_ID
+
+    assert families.LLADA_MASK_ID == LLADA_MASK_ID == 126336
+
+
 def test_embedding_size_larger_than_vocab_sets_the_logit_width():
     model = LLaDAModelLM(LLaDAConfig(d_model=32, n_heads=4, n_layers=1, mlp_hidden_size=64, vocab_size=100,
                                      embedding_size=128))

@@ -34,7 +34,9 @@ LORA_TARGETS = {
     "llada": ["q_proj", "k_proj", "v_proj", "up_proj"],
     "Dream": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-LLADA_MASK_ID = 126336  # the published LLaDA checkpoints' mask token, "<|mdm_mask|>"
+# The published LLaDA checkpoints' mask token, "<|mdm_mask|>" (llada.LLADA_MASK_ID, repeated here so that
+# choosing a family does not import the model code).
+LLADA_MASK_ID = 126336
 
 
 def _load_tokenizer(source: str, cfg: ModelConfig):
@@ -61,7 +63,7 @@ def _mask_id(tokenizer, source: str, config: Any = None) -> int:
         if getattr(config, name, None) is not None:
             return int(getattr(config, name))
     if getattr(config, "model_type", None) == "llada":
-        return 126336  # the published LLaDA checkpoints' mask id
+        return LLADA_MASK_ID
     raise ModelLoadError(f"--model '{source}': neither its tokenizer nor its config names a mask token, so it cannot be a diffusion LM")
 
 
