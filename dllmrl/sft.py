@@ -193,6 +193,10 @@ class TargetStream:
     def __len__(self) -> int:
         return len(self.examples)
 
+    def state(self) -> dict[str, int]:
+        """What a checkpoint must keep to continue the stream."""
+        return {"stream_position": self.position, "dropped": self.dropped}
+
     def _index(self, p: int) -> int:
         epoch = p // len(self.examples)
         if epoch != self._epoch:
@@ -290,7 +294,8 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
                                scheduler=scheduler)
-        step, stream.position, stream.dropped = ckpt.step, ckpt.extra["stream_position"], ckpt.extra["dropped"]
+        step = ckpt.step
+        stream.position, stream.dropped = ckpt.extra["stream_position"], ckpt.extra["dropped"]
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(_config_record(cfg, mcfg, use_lora, n_params), indent=2) + "\n")
@@ -299,11 +304,10 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
     log.info("sft %s on %s (%s, %d examples, %d params%s) for %d steps", cfg.task, mcfg.model, cfg.prompt_style,
              len(stream), n_params, ", LoRA" if use_lora else "", cfg.max_steps)
 
-    def save(at: int, rng=None) -> Path:
+    def save(at: int, rng=None, data=None) -> Path:
         path = save_checkpoint(run_dir, at, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
                                scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng,
-                               keep_last=cfg.keep_checkpoints or None,
-                               extra={"stream_position": stream.position, "dropped": stream.dropped})
+                               keep_last=cfg.keep_checkpoints or None, extra=data or stream.state())
         if accelerator.is_main_process and (path / "model").is_dir():
             # An intermediate full model is usable as it is: --model RUN/checkpoints/step-N/model
             write_model_defaults(path / "model", mcfg.model, cfg)
@@ -314,7 +318,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
     pad_id = adapter.pad_id if adapter.pad_id is not None else adapter.mask_id
     sums: dict[str, float] = {}
     t_start, interval_steps = time.perf_counter(), 0
-    rng_at_step = capture_rng()
+    rng_at_step, data_at_step = capture_rng(), stream.state()
     try:
         while step < cfg.max_steps:
             for micro in range(cfg.grad_accum):
@@ -338,7 +342,7 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
             scheduler.step()
             step += 1
             interval_steps += 1
-            rng_at_step = capture_rng()
+            rng_at_step, data_at_step = capture_rng(), stream.state()
 
             row = None
             if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -358,10 +362,10 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
             if on_progress is not None:
                 on_progress(SftProgress(step=step, max_steps=cfg.max_steps, metrics=row))
     except KeyboardInterrupt:
-        # Ctrl-C keeps what the finished optimizer steps learnt; a half-accumulated step is dropped,
-        # and the RNG states are those of the last step boundary, so a resumed run replays exactly.
+        # Ctrl-C keeps what the finished optimizer steps learnt; a half-accumulated step is dropped, and
+        # the RNG states and data position are those of the last step boundary, so a resumed run replays exactly.
         optimizer.zero_grad(set_to_none=True)
-        path = save(step, rng=rng_at_step)
+        path = save(step, rng=rng_at_step, data=data_at_step)
         writer.close()
         log.warning("interrupted at step %d; saved %s", step, path)
         return SftResult(run_dir, step, None, use_lora, interrupted=True, checkpoint=path)

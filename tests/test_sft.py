@@ -88,15 +88,30 @@ def test_short_run_learns_and_writes_metrics_checkpoints_and_a_loadable_model(ti
     assert cfg["sft"]["gen_len"] == 8 and cfg["lora_used"] is False
 
 
-def test_ctrl_c_saves_and_resume_replays_the_same_run(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("where", ["between steps", "mid-accumulation"])
+def test_ctrl_c_saves_and_resume_replays_the_same_run(tiny_model_dir, tmp_path, monkeypatch, where):
     straight = _run(tiny_model_dir, tmp_path / "straight", max_steps=14, grad_accum=2, save_every=0)
 
     def interrupt(p):
         if p.step == 6:
             raise KeyboardInterrupt
 
+    if where == "mid-accumulation":  # the 14th forward is step 7's second micro-batch: its first is dropped
+        import dllmrl.sft as sft_mod
+
+        calls, real_forward = [], sft_mod.sft_forward
+
+        def forward(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 14:
+                raise KeyboardInterrupt
+            return real_forward(*args, **kwargs)
+
+        monkeypatch.setattr(sft_mod, "sft_forward", forward)
     cut = run_sft(SftConfig(output=str(tmp_path / "cut"), max_steps=14, grad_accum=2, save_every=0, **FAST),
-                  ModelConfig(model=tiny_model_dir, device="cpu"), on_progress=interrupt)
+                  ModelConfig(model=tiny_model_dir, device="cpu"),
+                  on_progress=interrupt if where == "between steps" else None)
+    monkeypatch.undo()
     assert cut.interrupted and cut.step == 6 and cut.model_dir is None
     assert cut.checkpoint.name == "step-0000006" and (cut.checkpoint / "state.json").exists()
     resumed = _run(tiny_model_dir, tmp_path / "cut", max_steps=14, grad_accum=2, save_every=0, resume=True)
