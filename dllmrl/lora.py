@@ -99,24 +99,16 @@ def require_4bit(device: str = "auto") -> None:
 def load_model_4bit(mcfg):
     """Load --model with NF4 4-bit weights (QLoRA) and return its ModelAdapter.
 
-    The family loader builds the adapter (tokenizer, mask id, targets) with its weights on the
-    meta device; the weights are then loaded once more, quantised, with the same model class.
+    The family loader receives the quantisation config, so the weights are quantised as they
+    load, straight onto the GPU; the full-precision model never exists in host memory.
     """
     from transformers import BitsAndBytesConfig
 
     from .models import load_model
-    from .models.loading import resolve_source
 
     require_4bit(mcfg.device)
     if mcfg.adapter:
         raise ConfigError("--load-in-4bit with --adapter is not supported yet; merge the adapter first")
-    shell = load_model(replace(mcfg, device="cpu"))
-    cls = type(shell.model)
-    source = resolve_source(mcfg.model)
-    shell.model = None  # free the full-precision weights before loading the quantised ones
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=torch.bfloat16)
-    index = torch.cuda.current_device()
-    shell.model = cls.from_pretrained(source, quantization_config=bnb, dtype=torch.bfloat16,
-                                      device_map={"": index}, trust_remote_code=mcfg.trust_remote_code)
-    return shell
+    return load_model(replace(mcfg, dtype="bfloat16"), quantization_config=bnb)

@@ -23,7 +23,7 @@ EPILOG = """Examples:
   dllmrl train gsm8k --method diffu-grpo --mu 12 --beta 0.04
 
   accelerate launch --config_file configs/accelerate_zero2.yaml -m dllmrl.cli train gsm8k \\
-      --model GSAI-ML/LLaDA-8B-Instruct --trust-remote-code --method egspo-sa --lambda 1 --lambda-halve-every 500
+      --model GSAI-ML/LLaDA-8B-Instruct --method egspo-sa --lambda 1 --lambda-halve-every 500
 
 Defaults are the paper's: LoRA r 128 / alpha 64 / dropout 0.05, AdamW (0.9, 0.99) with weight decay 0.1,
 lr 3e-5, grad-norm 0.2, K = 8 steps, G = 8 generations, gen-len 256, 128 steps, block 32, temperature 0.9

@@ -16,6 +16,7 @@ from ..config import ModelConfig
 from ..errors import ModelLoadError
 from ..registry import MODELS
 from .base import ModelAdapter
+from .loading import from_pretrained_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def load_masked_lm(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAd
     from transformers import AutoModelForMaskedLM
 
     tok = _load_tokenizer(source, cfg)
-    model = AutoModelForMaskedLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    model = AutoModelForMaskedLM.from_pretrained(source, trust_remote_code=cfg.trust_remote_code,
+                                                 **from_pretrained_kwargs(dtype))
     mtype = model.config.model_type
     return ModelAdapter(
         model=model, tokenizer=tok, mask_id=_mask_id(tok, source), eos_ids=eos_ids(tok), pad_id=tok.pad_token_id,
@@ -91,7 +93,7 @@ def load_bidirectional_causal(source: str, cfg: ModelConfig, dtype: torch.dtype)
             "(set use_bidirectional_attention in its config)"
         )
     tok = _load_tokenizer(source, cfg)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(source, **from_pretrained_kwargs(dtype))
     return ModelAdapter(
         model=model, tokenizer=tok, mask_id=_mask_id(tok, source), eos_ids=eos_ids(tok), pad_id=tok.pad_token_id,
         lora_targets=LORA_TARGETS.get(conf.model_type, "all-linear"), family=conf.model_type,
@@ -104,7 +106,7 @@ def load_remote_code(source: str, cfg: ModelConfig, dtype: torch.dtype) -> Model
 
     tok = _load_tokenizer(source, cfg)
     try:
-        model = AutoModel.from_pretrained(source, dtype=dtype, trust_remote_code=True)
+        model = AutoModel.from_pretrained(source, trust_remote_code=True, **from_pretrained_kwargs(dtype))
     except Exception as e:  # remote code fails in many ways on newer transformers
         raise ModelLoadError(f"--model '{source}': its remote code failed to load on this transformers ({e})") from None
     return ModelAdapter(
@@ -133,7 +135,7 @@ def _read_json(source: str, filename: str) -> dict:
 def _load_native(cls, source: str, cfg: ModelConfig, dtype: torch.dtype):
     """Load a published checkpoint into dllmrl's own class, strictly: every parameter name must match."""
     try:
-        model, info = cls.from_pretrained(source, dtype=dtype, output_loading_info=True)
+        model, info = cls.from_pretrained(source, output_loading_info=True, **from_pretrained_kwargs(dtype))
     except OSError as e:
         raise ModelLoadError(f"--model '{source}': cannot load its weights ({e})") from None
     missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+from contextvars import ContextVar
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -113,8 +114,20 @@ def read_model_type(source: str) -> str:
     return str(model_type)
 
 
-def load_model(cfg: ModelConfig) -> ModelAdapter:
-    """Load the model family named by config.json, attach the adapter, move to device."""
+_EXTRA_KWARGS: ContextVar[dict] = ContextVar("dllmrl_from_pretrained_extra", default={})
+
+
+def from_pretrained_kwargs(dtype: torch.dtype) -> dict:
+    """What every family passes to ``from_pretrained`` for its weights (dtype, and quantisation when asked)."""
+    return {"dtype": dtype, **_EXTRA_KWARGS.get()}
+
+
+def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
+    """Load the model family named by config.json, attach the adapter, move to device.
+
+    ``quantization_config`` (e.g. bitsandbytes 4-bit, for QLoRA) is handed to the family's
+    ``from_pretrained`` so the weights are quantised as they load, straight onto the GPU.
+    """
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     source = resolve_source(cfg.model)
@@ -130,11 +143,19 @@ def load_model(cfg: ModelConfig) -> ModelAdapter:
             ) from None
         family = MODELS.get("remote-code")
     log.info("loading %s (%s) on %s as %s", cfg.model, model_type, device, dtype)
-    adapter: ModelAdapter = family(source, cfg, dtype)
+    extra = {}
+    if quantization_config is not None:
+        extra = {"quantization_config": quantization_config, "device_map": {"": device.index or 0}}
+    token = _EXTRA_KWARGS.set(extra)
+    try:
+        adapter: ModelAdapter = family(source, cfg, dtype)
+    finally:
+        _EXTRA_KWARGS.reset(token)
     adapter.name = cfg.model
     if cfg.adapter:
         adapter.model = load_peft_adapter(adapter.model, cfg.adapter, cfg.adapter_subfolder)
-    adapter.model.to(device)
+    if quantization_config is None:  # quantised weights were placed by device_map and cannot move
+        adapter.model.to(device)
     adapter.model.eval()
     return adapter
 
