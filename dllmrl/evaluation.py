@@ -214,6 +214,8 @@ def evaluate(
         if guided:
             settings = {**settings, **asdict(guidance), "best_of_n": guidance.candidates(scfg)
                         if guidance.guidance == "best-of-n" else None}
+            if guidance.guidance in ("aps", "entrgi"):  # their hard embeddings are Gumbel draws, even at temperature 0
+                settings["seed"] = cfg.seed
         wanted = {ex.id for ex in examples}
         have = {r["id"]: r for r in read_records(path) if r.get("settings") == settings and r.get("id") in wanted}
         todo = [ex for ex in examples if ex.id not in have]

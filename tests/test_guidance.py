@@ -187,9 +187,16 @@ def test_eval_with_guidance_records_reward_calls_and_keeps_runs_apart(tiny, tiny
     recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 4 and all(x["reward_calls"] == 4 * 2 for x in recs)  # 4 steps x 2 guidance steps
     assert recs[0]["settings"]["guidance"] == "entrgi"
+    assert recs[0]["settings"]["seed"] == 0  # entrgi draws hard tokens even at temperature 0: the seed matters
+    # another seed is another run, not a resume of this one
+    r = CliRunner().invoke(app, base + ["--guidance", "entrgi", "--reward-model", rm, "--guidance-steps", "2",
+                                        "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 8 and all(x["settings"]["seed"] == 1 for x in recs[4:])
     # best-of-n at the same budget: 8 candidates per prompt, new records (different settings)
     r = CliRunner().invoke(app, base + ["--guidance", "best-of-n", "--reward-model", rm, "--guidance-steps", "2",
                                         "--temperature", "1.0"])
     assert r.exit_code == 0, r.output
     recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
-    assert len(recs) == 8 and all(x["reward_calls"] == 8 for x in recs[4:])
+    assert len(recs) == 12 and all(x["reward_calls"] == 8 for x in recs[8:])
