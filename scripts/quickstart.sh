@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 MODEL=checkpoints/tiny-sudoku
 OUT=${OUT:-runs/quickstart}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-80}
 SEED=${SEED:-1}
 start=$(date +%s)
 mkdir -p "$OUT"
@@ -31,7 +31,7 @@ resume=(); [ -d "$OUT/train/checkpoints" ] && resume=(--resume)
   dllmrl train sudoku --model "$MODEL" --method egspo-sa --lambda 1 --k-steps 8 \
     -G 8 --batch-size 64 --grad-accum 8 --temperature 1.0 \
     --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 \
-    --max-steps "$STEPS" --seed "$SEED" --save-every 50 --log-every 10 --device cpu \
+    --max-steps "$STEPS" --seed "$SEED" --save-every 20 --log-every 10 --device cpu \
     -o "$OUT/train" "${resume[@]}"
 
 echo "== 3/3 trained adapter: dllmrl eval sudoku --model $MODEL --adapter $OUT/train/adapter --split test"

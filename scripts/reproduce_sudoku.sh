@@ -18,19 +18,19 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=
 MODEL=checkpoints/tiny-sudoku
 SEEDS=${SEEDS:-"1 2"}
 JOBS=${JOBS:-2}
-STEPS=${STEPS:-100}
+STEPS=${STEPS:-80}
 OUT=runs/repro
 METHODS=("$@")
 [ ${#METHODS[@]} -gt 0 ] || METHODS=(egspo-sa egspo diffu-grpo egspo-sa-random)
 
-# Shared by every method (see /tmp notes in the README section "What was tuned"):
+# Shared by every method (the egspo-sa run is exactly scripts/quickstart.sh's training):
 #   8 prompts x G 8 = 64 sequences per rollout at temperature 1.0; one optimizer step per rollout
 #   (8 micro-steps, grad-accum 8); LoRA r 16 / alpha 32 on the tiny model, lr 1e-3 (the paper's
 #   3e-5 and r 128 are for 8B models), no KL (beta 0). Sampler: the model's dllmrl.json (compact
 #   prompt, gen_len 32, 16 steps, block 32).
 COMMON=(--model "$MODEL" --device cpu -G 8 --batch-size 64 --grad-accum 8 --temperature 1.0
         --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 --max-steps "$STEPS"
-        --save-every 50 --eval-every 25 --eval-limit 200 --eval-split validation --log-every 10)
+        --save-every 20 --log-every 10)
 
 method_args() {
   case "$1" in

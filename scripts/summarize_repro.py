@@ -105,10 +105,10 @@ def main() -> None:
         f"Held-out: the `test` split ({', '.join(map(str, n_set))} puzzles), greedy at the model's dllmrl.json sampler "
         "settings (compact prompt, gen_len 32, 16 steps, block 32, temperature 0). `solved` is the fraction of puzzles "
         "solved (the `correct` field of the eval records); `cell acc` is the fraction of blank cells filled as in the "
-        "given solution (the training reward). Mean ± standard deviation over seeds, [min, max] beside.",
+        "given solution (the training reward). Mean ± standard deviation over seeds, each seed beside.",
         "",
-        "| method | seeds | solved | solved per seed | cell acc | cell acc per seed |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | solved | solved per seed | cell acc | cell acc per seed | train steps | train s (sum of step_s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method, s in summary.items():
         acc, cell = s["accuracy"], s["cell_acc"]
@@ -116,7 +116,9 @@ def main() -> None:
         per_cell = ", ".join(f"{r['cell_acc']:.3f}" for r in s["runs"])
         seeds = ", ".join(str(x) for x in s["seeds"]) if s["seeds"][0] is not None else "–"
         pm = lambda d: f"{d['mean']:.3f} ± {d['std']:.3f}" if len(s["runs"]) > 1 else f"{d['mean']:.3f}"
-        lines.append(f"| {s['label']} | {seeds} | {pm(acc)} | {per_acc} | {pm(cell)} | {per_cell} |")
+        steps = ", ".join(str(r.get("train_steps", "–")) for r in s["runs"])
+        secs = ", ".join(f"{r['train_seconds']:.0f}" if "train_seconds" in r else "–" for r in s["runs"])
+        lines.append(f"| {s['label']} | {seeds} | {pm(acc)} | {per_acc} | {pm(cell)} | {per_cell} | {steps} | {secs} |")
     lines += ["", "Made by `bash scripts/reproduce_sudoku.sh` then `python3 scripts/summarize_repro.py`.", ""]
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
