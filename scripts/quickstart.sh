@@ -25,9 +25,9 @@ echo "== 1/3 base model: dllmrl eval sudoku --model $MODEL --split test"
 [ -f "$OUT/eval-before/results.json" ] || \
   dllmrl eval sudoku --model "$MODEL" --split test --batch-size 64 --device cpu --out "$OUT/eval-before"
 
-echo "== 2/3 EGSPO-SA: $STEPS optimizer steps (progress below; about 5 s a step on one free core)"
-resume=(); [ -d "$OUT/train/checkpoints" ] && resume=(--resume)
-[ -f "$OUT/train/adapter/adapter_config.json" ] && [ ${#resume[@]} -eq 0 ] || \
+echo "== 2/3 EGSPO-SA: $STEPS optimizer steps (progress below; about 5 s a step on a free core)"
+resume=(); [ -d "$OUT/train/checkpoints" ] && resume=(--resume)   # the final adapter is written last
+[ -f "$OUT/train/adapter/adapter_model.safetensors" ] || \
   dllmrl train sudoku --model "$MODEL" --method egspo-sa --lambda 1 --k-steps 8 \
     -G 8 --batch-size 64 --grad-accum 8 --temperature 1.0 \
     --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 \
