@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU-scale demonstration of reward-guided sampling (issue 8: EntRGi and its baselines).
 #
-#   scripts/entrgi_demo.sh          # about half an hour on one CPU core
+#   scripts/entrgi_demo.sh          # about 50 minutes on one shared CPU core (reward model ~9)
 #
 # 1. a tiny reward model trained on checkpoints/tiny-sudoku's own samples of generated *training*
 #    puzzles, labelled by the Sudoku verifier -> checkpoints/tiny-sudoku-reward (skipped if present);
@@ -10,7 +10,8 @@
 # 3. the frozen tiny-sudoku model on the test splits under none / expectation / aps / entrgi /
 #    best-of-n, each at its validation-best setting, at equal reward-model calls per prompt
 #    (guided: 16 steps x 1 gradient step = 16 calls; best-of-n: N = 16 samples, one call each);
-# 4. results/entrgi/results.{md,json} (scripts/summarize_entrgi.py).
+# 4. extra runs (x-*): more guidance steps, other seeds, best-of-n with few candidates;
+# 5. results/entrgi/results.{md,json} (scripts/summarize_entrgi.py).
 #
 # Every eval resumes: rerunning the script only generates what is missing.
 set -euo pipefail
@@ -57,5 +58,29 @@ for split in test256 test; do
   guided best-of-n --split "$split" --temperature "$t" --out "$OUT/$split-best-of-n"
 done
 
-# 4. Summary.
+# 4. Extras (named x-*; listed apart in the summary, never used for a choice).
+lr_e=$(python3 scripts/summarize_entrgi.py --pick entrgi)
+lr_a=$(python3 scripts/summarize_entrgi.py --pick aps)
+t=$(python3 scripts/summarize_entrgi.py --pick best-of-n)
+# a) more gradient steps per denoising step (validation): k = 2, 4 (16 k reward calls per prompt)
+for method in expectation entrgi; do
+  for k in 2 4; do
+    for lr in 0.1 0.3; do
+      ev "${VAL[@]}" --guidance "$method" --reward-model "$RM" --guidance-steps "$k" --guidance-lr "$lr" \
+        --out "$OUT/x-val-$method-k$k-lr$lr"
+    done
+  done
+done
+# b) the seed spread of the stochastic methods on test (entrgi/aps draw their hard embeddings; best-of-n samples)
+for seed in 1 2; do
+  guided entrgi --split test --guidance-lr "$lr_e" --seed "$seed" --out "$OUT/x-test-entrgi-seed$seed"
+  guided aps --split test --guidance-lr "$lr_a" --seed "$seed" --out "$OUT/x-test-aps-seed$seed"
+  guided best-of-n --split test256 --temperature "$t" --seed "$seed" --out "$OUT/x-test256-best-of-n-seed$seed"
+done
+# c) best-of-n with few candidates: N = 2, 4 (nearer the guided runs' 16 DLLM forwards per prompt)
+for n in 2 4; do
+  guided best-of-n --split test --temperature "$t" --best-of-n "$n" --out "$OUT/x-test-best-of-n-n$n"
+done
+
+# 5. Summary.
 python3 scripts/summarize_entrgi.py
