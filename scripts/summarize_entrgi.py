@@ -52,7 +52,8 @@ def load_run(d: Path) -> dict | None:
         "cell_acc": length["metrics"].get("cell_acc"),
         "reward_calls_per_prompt": sum(calls) / len(calls) if calls else 0,
         "dllm_forwards_per_prompt": rows[-1].get("nfe") if rows else None,  # nfe of a batch = forwards per prompt
-        "seconds": length["seconds"],
+        # generation time summed over the records (results.json's seconds count only what a resumed run made)
+        "seconds": sum(x.get("gen_seconds", 0.0) for x in by_id.values()),
         "_solved": {i: bool(x.get("correct")) for i, x in by_id.items()},
     }
 
@@ -139,7 +140,7 @@ def main() -> None:
         if not rows:
             continue
         lines += [f"## {title}", "", "| run | split | n | method | setting | reward calls / prompt | DLLM forwards / prompt | solved | cell acc | "
-                  "vs none: solved +/- (sign test) | seconds |",
+                  "vs none: solved +/- (sign test) | generation seconds |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             mark = " **(chosen)**" if split_name == "validation" and chosen.get(r["method"]) == r["run"] else ""
