@@ -23,13 +23,14 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-ORDER = ["base", "diffu-grpo", "egspo", "egspo-sa-random", "egspo-sa"]
+ORDER = ["base", "diffu-grpo", "egspo", "egspo-sa-random", "egspo-sa", "egspo-sa-kl"]
 LABELS = {
     "base": "base model (checkpoints/tiny-sudoku)",
     "diffu-grpo": "diffu-GRPO",
     "egspo": "EGSPO (λ = 0)",
     "egspo-sa-random": "EGSPO-SA, random step selection",
     "egspo-sa": "EGSPO-SA",
+    "egspo-sa-kl": "EGSPO-SA, β = 0.04 (extra run, not in the equal-budget set)",
 }
 
 
@@ -61,8 +62,13 @@ def main() -> None:
         res = json.loads(res_path.read_text())
         length = res["lengths"][0]
         method, seed = method_of(name)
+        recs = [json.loads(x) for x in Path(res["records"]).read_text().splitlines() if x.strip()] \
+            if Path(res.get("records") or "").exists() else []
+        overwritten = sum(1 for r in recs if len(r.get("grid") or "") == 16
+                          and any(p != "0" and p != g for p, g in zip(r["puzzle"], r["grid"])))
         row = {
             "run": name,
+            "givens_overwritten": overwritten / len(recs) if recs else None,
             "seed": seed,
             "n": length["n"],
             "correct": length["correct"],
@@ -105,10 +111,11 @@ def main() -> None:
         f"Held-out: the `test` split ({', '.join(map(str, n_set))} puzzles), greedy at the model's dllmrl.json sampler "
         "settings (compact prompt, gen_len 32, 16 steps, block 32, temperature 0). `solved` is the fraction of puzzles "
         "solved (the `correct` field of the eval records); `cell acc` is the fraction of blank cells filled as in the "
-        "given solution (the training reward). Mean ± standard deviation over seeds, each seed beside.",
+        "given solution (the training reward, which scores blank cells only); `givens overwritten` is the share of "
+        "completions that change a given digit (the reward does not see it, `solved` does). Mean ± standard deviation over seeds, each seed beside.",
         "",
-        "| method | seeds | solved | solved per seed | cell acc | cell acc per seed | train steps | train s (sum of step_s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | seeds | solved | solved per seed | cell acc | cell acc per seed | givens overwritten | train steps | train s (sum of step_s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in summary.items():
         acc, cell = s["accuracy"], s["cell_acc"]
@@ -118,7 +125,9 @@ def main() -> None:
         pm = lambda d: f"{d['mean']:.3f} ± {d['std']:.3f}" if len(s["runs"]) > 1 else f"{d['mean']:.3f}"
         steps = ", ".join(str(r.get("train_steps", "–")) for r in s["runs"])
         secs = ", ".join(f"{r['train_seconds']:.0f}" if "train_seconds" in r else "–" for r in s["runs"])
-        lines.append(f"| {s['label']} | {seeds} | {pm(acc)} | {per_acc} | {pm(cell)} | {per_cell} | {steps} | {secs} |")
+        over = ", ".join(f"{r['givens_overwritten']:.1%}" if r.get("givens_overwritten") is not None else "–"
+                         for r in s["runs"])
+        lines.append(f"| {s['label']} | {seeds} | {pm(acc)} | {per_acc} | {pm(cell)} | {per_cell} | {over} | {steps} | {secs} |")
     lines += ["", "Made by `bash scripts/reproduce_sudoku.sh` then `python3 scripts/summarize_repro.py`.", ""]
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
