@@ -53,12 +53,16 @@ def policy_logits(
 
 
 def gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """Candidate tokens: argmax of exp(logits) / (-log U) ** temperature, in float64 (low precision hurts, arXiv:2409.02908)."""
+    """Candidate tokens: argmax of exp(logits) / (-log U) ** temperature, in float64 (low precision hurts, arXiv:2409.02908).
+
+    Computed as its logarithm, logits - temperature * log(-log U): the same argmax without the
+    exp and the power over the vocabulary (and without exp overflowing above logit 709).
+    """
     if temperature == 0:
         return logits.argmax(-1)
     l64 = logits.to(torch.float64)
     u = torch.rand(l64.shape, generator=generator, device=l64.device, dtype=torch.float64)
-    return (l64.exp() / (-torch.log(u)) ** temperature).argmax(-1)
+    return (l64 - temperature * torch.log(-torch.log(u))).argmax(-1)
 
 
 def entropy_and_logp(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,14 +124,21 @@ def sample(
             if guide is not None:
                 logits = guide(logits, x, attn, P)
             lb = logits[:, lo:hi]  # (B, Lb, V): only the current block can be revealed
+            # Noise, softmax and top-k only matter at the block's still-masked positions: gather them.
+            m_rows, m_cols = masked.nonzero(as_tuple=True)  # (N,) each
+            lm = lb[m_rows, m_cols]  # (N, V)
             # 3. Candidates.
-            x0 = gumbel_argmax(lb, cfg.temperature, generator)  # (B, Lb)
+            x0 = x[:, lo:hi].clone()  # (B, Lb); unmasked positions keep their token
+            x0[m_rows, m_cols] = gumbel_argmax(lm, cfg.temperature, generator)
             # 4. Confidence; positions not masked get -inf (positions beyond the block are not in lb).
+            conf = torch.full(masked.shape, float("-inf"), dtype=torch.float64, device=device)
             if cfg.remasking == "low_confidence":
-                conf = torch.gather(F.softmax(lb.to(torch.float64), -1), -1, x0.unsqueeze(-1)).squeeze(-1)
+                l64 = lm.to(torch.float64)  # p(x0) = softmax in float64, as LLaDA
+                chosen = torch.gather(l64, 1, x0[m_rows, m_cols].unsqueeze(1)).squeeze(1)
+                conf[m_rows, m_cols] = torch.exp(chosen - torch.logsumexp(l64, -1))
             else:
-                conf = torch.rand(masked.shape, generator=generator, device=device, dtype=torch.float64)
-            conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
+                rand = torch.rand(masked.shape, generator=generator, device=device, dtype=torch.float64)
+                conf = torch.where(masked, rand, conf)
             k = torch.minimum(schedule[:, i], masked.sum(1))  # (B,)
             order = conf.argsort(dim=1, descending=True)  # (B, Lb)
             take = torch.arange(masked.shape[1], device=device).unsqueeze(0) < k.unsqueeze(1)
@@ -135,13 +146,16 @@ def sample(
             if cfg.decode == "threshold":
                 transfer |= masked & (conf >= cfg.threshold)
 
-            # 5. Trajectory record: entropy and log p of the revealed tokens (un-tempered softmax).
-            ent, tok_logp = entropy_and_logp(lb, x0)  # (B, Lb) each
+            # 5. Trajectory record: entropy and log p of the revealed tokens (un-tempered softmax),
+            # computed at the revealed positions only.
+            t_rows, t_cols = transfer.nonzero(as_tuple=True)  # (M,) each
+            ent, tok_logp = entropy_and_logp(lb[t_rows, t_cols], x0[t_rows, t_cols])  # (M,) each
             count = transfer.sum(1)
             step_count[:, t] = count
-            step_logp[:, t] = (tok_logp * transfer).sum(1)
+            step_logp[:, t] = torch.zeros(B, device=device).index_add(0, t_rows, tok_logp)
+            ent_sum = torch.zeros(B, device=device).index_add(0, t_rows, ent)
             step_entropy[:, t] = torch.where(
-                count > 0, (ent * transfer).sum(1) / count.clamp(min=1), torch.full_like(ent[:, 0], float("-inf"))
+                count > 0, ent_sum / count.clamp(min=1), torch.full_like(ent_sum, float("-inf"))
             )
             step_non_eos[:, t] = (transfer & ~torch.isin(x0, eos)).any(1)
             need = keeper.wants(t, step_entropy[:, t], step_non_eos[:, t])
