@@ -16,12 +16,13 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from .config import SamplerConfig
+from .errors import ConfigError
 from .models.base import ModelAdapter
 from .sampler import sample
 
@@ -62,9 +63,15 @@ class Score:
 class Scorer:
     """Scores responses with the task's rewards and verifier, in a thread pool, with a per-rollout cache."""
 
-    def __init__(self, task: Any, workers: int = 1):
+    def __init__(self, task: Any, workers: int = 1, weights: Mapping[str, float] | None = None):
         self.task = task
         self.workers = workers
+        names = set(task.rewards())
+        unknown = sorted(set(weights or {}) - names)
+        if unknown:
+            raise ConfigError(f"--reward-weight names unknown reward(s) {', '.join(unknown)}; "
+                              f"task '{getattr(task, 'name', '?')}' has: {', '.join(sorted(names))}")
+        self.weights = dict(weights or {})
         self._pool: ThreadPoolExecutor | None = None
         self._cache: dict[tuple[str, str], Score] = {}
         self.seconds = 0.0
@@ -72,7 +79,7 @@ class Scorer:
     def _one(self, ex: Any, response: str) -> Score:
         rewards = self.task.rewards()
         parts = {name: float(fn(ex, response)) for name, (fn, _w) in rewards.items()}
-        total = sum(parts[n] * w for n, (_f, w) in rewards.items())
+        total = sum(parts[n] * self.weights.get(n, w) for n, (_f, w) in rewards.items())
         return Score(total, parts, bool(self.task.verify(ex, response)))
 
     def score(self, examples: Sequence[Any], responses: Sequence[str]) -> list[Score]:

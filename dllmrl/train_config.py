@@ -105,6 +105,9 @@ class TrainConfig:
     """Continue from the newest checkpoint in --output."""
     reward_workers: int = 4
     """Threads that score completions (code packs run their sandbox in them)."""
+    reward_weights: tuple[tuple[str, float], ...] = ()
+    """Override the pack's reward weights, NAME=WEIGHT, repeatable (e.g. correct=1 to reward solved Sudoku
+    puzzles, whose givens the reference's blank-cell reward does not check)."""
 
     def __post_init__(self) -> None:
         def pos(name: str, value: Any) -> None:
@@ -144,6 +147,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
         if self.reward_workers < 1:
             raise ConfigError(f"--reward-workers must be >= 1, got {self.reward_workers}")
+        for name, weight in self.reward_weights:
+            if not isinstance(weight, (int, float)) or weight != weight:
+                raise ConfigError(f"--reward-weight {name}={weight}: the weight must be a number")
 
     @property
     def run_dir(self) -> str:

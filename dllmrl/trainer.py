@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -148,7 +148,7 @@ class Trainer:
         self.policy = replace(adapter, model=self.model)  # forwards through DDP so gradients synchronise
         self.generator = rank_generator(acc, cfg.seed)
         self.feed = PromptFeed(len(self.examples), cfg.seed)
-        self.scorer = Scorer(self.task, cfg.reward_workers)
+        self.scorer = Scorer(self.task, cfg.reward_workers, dict(cfg.reward_weights))
         self.loss_cfg = LossConfig(epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, kl=cfg.kl,
                                    aggregation=cfg.aggregation, tokens_per_step=scfg.gen_len / scfg.steps)
         self.writer = MetricsWriter(self.run_dir, enabled=acc.is_main_process)
@@ -172,8 +172,10 @@ class Trainer:
             raise ConfigError(f"--resume: --output {self.run_dir} holds no checkpoint; leave out --resume to start there")
         saved = json.loads((self.run_dir / "config.json").read_text())
         before = {**saved["train"], **saved["sampler"], **saved["model"]}
-        now = {**asdict(self.cfg), **asdict(self.scfg), **asdict(self.mcfg)}
-        diff = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
+        now = json.loads(json.dumps({**asdict(self.cfg), **asdict(self.scfg), **asdict(self.mcfg)}))  # as saved
+        # A field newer than the saved run counts as unchanged while it keeps its default.
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(self.cfg) if f.default is not MISSING}))
+        diff = [k for k in now if k not in RESUMABLE and before.get(k, defaults.get(k)) != now[k]]
         if diff:
             changes = ", ".join(f"--{k.replace('_', '-')} {before.get(k)} -> {now[k]}" for k in diff)
             raise ConfigError(f"--resume: the run in {self.run_dir} was started with other settings ({changes}); "

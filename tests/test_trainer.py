@@ -338,3 +338,30 @@ def test_training_can_start_from_a_saved_adapter(toy_model_dir, tmp_path):
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
     assert all(p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" in n)
     assert trainer.run().step == 2
+
+
+def test_reward_weight_overrides_the_packs_weights_and_names_unknown_rewards():
+    """--reward-weight correct=1 makes the Sudoku training reward count solved puzzles (givens included)."""
+    from dllmrl.commands.train import parse_reward_weights
+    from dllmrl.errors import ConfigError
+    from dllmrl.rollout import Scorer
+    from tasks.base import get_task
+
+    task = get_task("sudoku")
+    ex = task.load("test", prompt_style="compact")[0]
+    puzzle, solution = ex.target["puzzle"], ex.target["solution"]
+    blank = puzzle.index("0")
+    given = next(i for i, c in enumerate(puzzle) if c != "0")
+    # every blank right, one given overwritten: cell accuracy 1, not solved
+    bad = list(solution)
+    bad[given] = str(int(solution[given]) % 4 + 1)
+    wrong_given = "".join(bad)
+    plain = Scorer(task).score([ex, ex], [solution, wrong_given])
+    assert [s.total for s in plain] == [1.0, 1.0]  # the reference reward cannot tell them apart
+    weighted = Scorer(task, weights=dict(parse_reward_weights(["correct=1"]))).score([ex, ex], [solution, wrong_given])
+    assert [s.total for s in weighted] == [2.0, 1.0]
+    assert blank >= 0
+    with pytest.raises(ConfigError, match="unknown reward"):
+        Scorer(task, weights={"corect": 1.0})
+    with pytest.raises(ConfigError, match="NAME=WEIGHT"):
+        parse_reward_weights(["correct"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -35,6 +35,22 @@ def _h(name: str) -> str:
     from ..train_config import TrainConfig
 
     return field_help(TrainConfig)[name]
+
+
+def parse_reward_weights(items: List[str] | None) -> tuple[tuple[str, float], ...]:
+    """['correct=1', 'format=0.5'] -> (('correct', 1.0), ('format', 0.5))."""
+    from ..errors import ConfigError
+
+    out = []
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"--reward-weight takes NAME=WEIGHT (e.g. correct=1), got '{item}'")
+    return tuple(out)
 
 
 def _opt(*decls: str, name: str):
@@ -87,6 +103,7 @@ def train_command(
     seed: Annotated[int, _opt("--seed", name="seed")] = 0,
     resume: Annotated[bool, _opt("--resume", name="resume")] = False,
     reward_workers: Annotated[int, _opt("--reward-workers", name="reward_workers")] = 4,
+    reward_weights: Annotated[Optional[List[str]], _opt("--reward-weight", name="reward_weights")] = None,
     gen_len: Annotated[Optional[int], typer.Option("--gen-len", help="Generated positions (default: the model's dllmrl.json, else 256).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: dllmrl.json, else 128).")] = None,
     block_len: Annotated[Optional[int], typer.Option("--block-len", help="Block length (default: dllmrl.json, else 32).")] = None,
@@ -116,7 +133,7 @@ def train_command(
         max_steps=max_steps, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, load_in_4bit=load_in_4bit,
         prompt_style=prompt_style, chat=chat, output=output, save_every=save_every, keep_checkpoints=keep_checkpoints,
         eval_every=eval_every, eval_limit=eval_limit, eval_split=eval_split, log_every=log_every, seed=seed,
-        resume=resume, reward_workers=reward_workers,
+        resume=resume, reward_workers=reward_workers, reward_weights=parse_reward_weights(reward_weights),
     )
     scfg = training_sampler_config(model, gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
                                    cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold)
