@@ -17,7 +17,10 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MODEL=checkpoints/tiny-sudoku
 OUT=${OUT:-runs/quickstart}
 STEPS=${STEPS:-80}
-SEED=${SEED:-1}
+# Seed 2 makes the shipped adapter (checkpoints/tiny-sudoku-egspo-sa), chosen among seeds 1 and 2 on
+# the validation split. RL on this tiny model is seed-sensitive: SEED=1 ends at 19.6% solved (below
+# the base model's 29.4%); see results/sudoku/results.md.
+SEED=${SEED:-2}
 start=$(date +%s)
 mkdir -p "$OUT"
 
