@@ -8,14 +8,14 @@
 # 3. evaluates the trained adapter on the same puzzles at the same sampler settings
 #    (the model's dllmrl.json: compact prompt, gen_len 32, 16 steps, block 32, greedy),
 # 4. prints the accuracy before and after.
-# Everything goes to runs/quickstart/ (OUT=... to change); rerunning resumes or skips finished parts.
+# Everything goes to runs/quickstart-s<SEED>/ (OUT=... to change); rerunning resumes or skips finished parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 MODEL=checkpoints/tiny-sudoku
-OUT=${OUT:-runs/quickstart}
+OUT=${OUT:-runs/quickstart-s${SEED:-2}}
 STEPS=${STEPS:-80}
 # Seed 2 makes the shipped adapter (checkpoints/tiny-sudoku-egspo-sa), chosen among seeds 1 and 2 on
 # the validation split. RL on this tiny model is seed-sensitive: SEED=1 ends at 19.6% solved (below
