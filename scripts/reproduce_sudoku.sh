@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=
 MODEL=checkpoints/tiny-sudoku
 SEEDS=${SEEDS:-"1 2"}
 JOBS=${JOBS:-2}
-STEPS=${STEPS:-80}
+STEPS=${STEPS:-150}
 OUT=runs/repro
 METHODS=("$@")
 [ ${#METHODS[@]} -gt 0 ] || METHODS=(egspo-sa egspo diffu-grpo egspo-sa-random)
@@ -27,10 +27,13 @@ METHODS=("$@")
 # Shared by every method (the egspo-sa run is exactly scripts/quickstart.sh's training):
 #   8 prompts x G 8 = 64 sequences per rollout at temperature 1.0; one optimizer step per rollout
 #   (8 micro-steps, grad-accum 8); LoRA r 16 / alpha 32 on the tiny model, lr 1e-3 (the paper's
-#   3e-5 and r 128 are for 8B models), no KL (beta 0). Sampler: the model's dllmrl.json (compact
+#   3e-5 and r 128 are for 8B models), no KL (beta 0). Reward: the reference's blank-cell accuracy
+#   plus 1 for a solved puzzle (--reward-weight correct=1), because the blank-cell reward alone
+#   pays for overwriting given digits and the runs learn to (results/sudoku/tuning.md). Sampler: the model's dllmrl.json (compact
 #   prompt, gen_len 32, 16 steps, block 32).
 COMMON=(--model "$MODEL" --device cpu -G 8 --batch-size 64 --grad-accum 8 --temperature 1.0
-        --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 --max-steps "$STEPS"
+        --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 --reward-weight correct=1
+        --max-steps "$STEPS"
         --save-every 20 --log-every 10)
 
 method_args() {

@@ -111,8 +111,10 @@ def main() -> None:
         f"Held-out: the `test` split ({', '.join(map(str, n_set))} puzzles), greedy at the model's dllmrl.json sampler "
         "settings (compact prompt, gen_len 32, 16 steps, block 32, temperature 0). `solved` is the fraction of puzzles "
         "solved (the `correct` field of the eval records); `cell acc` is the fraction of blank cells filled as in the "
-        "given solution (the training reward, which scores blank cells only); `givens overwritten` is the share of "
-        "completions that change a given digit (the reward does not see it, `solved` does). Mean ± standard deviation over seeds, each seed beside.",
+        "given solution (the reference's reward, which scores blank cells only); `givens overwritten` is the share of "
+        "completions that change a given digit. Every run is rewarded with cell accuracy plus 1 for a solved puzzle "
+        "(`--reward-weight correct=1`), so overwriting a given costs reward. Mean ± standard deviation over seeds, "
+        "each seed beside. Choices made on the validation split: `tuning.md`.",
         "",
         "| method | seeds | solved | solved per seed | cell acc | cell acc per seed | givens overwritten | train steps | train s (sum of step_s) |",
         "|---|---|---|---|---|---|---|---|---|",
