@@ -15,12 +15,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 MODEL=checkpoints/tiny-sudoku
-OUT=${OUT:-runs/quickstart-s${SEED:-2}}
-STEPS=${STEPS:-80}
-# Seed 2 makes the shipped adapter (checkpoints/tiny-sudoku-egspo-sa), chosen among seeds 1 and 2 on
-# the validation split. RL on this tiny model is seed-sensitive: SEED=1 ends at 19.6% solved (below
-# the base model's 29.4%); see results/sudoku/results.md.
-SEED=${SEED:-2}
+OUT=${OUT:-runs/quickstart-s${SEED:-1}}
+STEPS=${STEPS:-150}
+# Seed 1 makes the shipped adapter (checkpoints/tiny-sudoku-egspo-sa): of seeds 1 and 2 it is the better
+# on the validation split (42.6% against 40.2% solved). On test, seed 1 ends at 37.6% and seed 2 at 34.0%;
+# see results/sudoku/results.md.
+SEED=${SEED:-1}
 start=$(date +%s)
 mkdir -p "$OUT"
 
@@ -28,12 +28,12 @@ echo "== 1/3 base model: dllmrl eval sudoku --model $MODEL --split test"
 [ -f "$OUT/eval-before/results.json" ] || \
   dllmrl eval sudoku --model "$MODEL" --split test --batch-size 64 --device cpu --out "$OUT/eval-before"
 
-echo "== 2/3 EGSPO-SA: $STEPS optimizer steps (progress below; about 5 s a step on a free core)"
+echo "== 2/3 EGSPO-SA: $STEPS optimizer steps (progress below; about 4 s a step on a free core)"
 resume=(); [ -d "$OUT/train/checkpoints" ] && resume=(--resume)   # the final adapter is written last
 [ -f "$OUT/train/adapter/adapter_model.safetensors" ] || \
   dllmrl train sudoku --model "$MODEL" --method egspo-sa --lambda 1 --k-steps 8 \
     -G 8 --batch-size 64 --grad-accum 8 --temperature 1.0 \
-    --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 \
+    --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 --reward-weight correct=1 \
     --max-steps "$STEPS" --seed "$SEED" --save-every 20 --log-every 10 --device cpu \
     -o "$OUT/train" "${resume[@]}"
 
