@@ -4,7 +4,8 @@
 #   bash scripts/reproduce_sudoku.sh                    # every method, seeds 1 and 2, then the table and plot
 #   SEEDS="1" bash scripts/reproduce_sudoku.sh          # one seed
 #   bash scripts/reproduce_sudoku.sh egspo-sa egspo     # only these methods
-#   SEEDS=1 bash scripts/reproduce_sudoku.sh egspo-sa-kl   # the extra run: EGSPO-SA with beta 0.04
+#   SEEDS=1 bash scripts/reproduce_sudoku.sh egspo-sa-kl   # an extra run: EGSPO-SA with beta 0.04
+#   bash scripts/reproduce_sudoku.sh diffu-grpo-lr1e-4      # extra runs: diffu-GRPO at lr 1e-4
 #
 # Same budget for every method: the same optimizer steps, prompts per step, generations per prompt
 # (G), micro-steps per rollout (K = 8 selected steps for the EGSPO family, μ = 8 inner iterations
@@ -42,6 +43,8 @@ method_args() {
     egspo-sa-random) echo "--method egspo-sa --lambda 1 --k-steps 8 --select random" ;;
     egspo)           echo "--method egspo --k-steps 8" ;;
     diffu-grpo)      echo "--method diffu-grpo --mu 8" ;;
+    # not in the default set: diffu-GRPO at its own, lower learning rate (a later --lr wins over COMMON's)
+    diffu-grpo-lr1e-4) echo "--method diffu-grpo --mu 8 --lr 1e-4" ;;
     # not in the default set: EGSPO-SA with the paper's KL term (a later --beta wins over COMMON's)
     egspo-sa-kl)     echo "--method egspo-sa --lambda 1 --k-steps 8 --beta 0.04" ;;
     *) echo "unknown method '$1'" >&2; return 2 ;;

@@ -23,10 +23,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-ORDER = ["base", "diffu-grpo", "egspo", "egspo-sa-random", "egspo-sa", "egspo-sa-kl"]
+ORDER = ["base", "diffu-grpo", "diffu-grpo-lr1e-4", "egspo", "egspo-sa-random", "egspo-sa", "egspo-sa-kl"]
 LABELS = {
     "base": "base model (checkpoints/tiny-sudoku)",
     "diffu-grpo": "diffu-GRPO",
+    "diffu-grpo-lr1e-4": "diffu-GRPO, lr 1e-4 (extra runs, its own learning rate)",
     "egspo": "EGSPO (λ = 0)",
     "egspo-sa-random": "EGSPO-SA, random step selection",
     "egspo-sa": "EGSPO-SA",
