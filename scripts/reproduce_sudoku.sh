@@ -83,4 +83,4 @@ wait
 
 python3 scripts/summarize_repro.py --runs "$OUT" --out results/sudoku
 dllmrl plot results/sudoku/runs/*-s* --metric reward --smooth 10 --out results/sudoku/reward.png \
-  --title "tiny-sudoku: rollout reward (blank-cell accuracy + solved) per optimizer step" || true
+  --title "tiny-sudoku: rollout reward (blank-cell accuracy + solved)" || true
