@@ -128,13 +128,14 @@ def sample(
             m_rows, m_cols = masked.nonzero(as_tuple=True)  # (N,) each
             lm = lb[m_rows, m_cols]  # (N, V)
             # 3. Candidates.
+            cand = gumbel_argmax(lm, cfg.temperature, generator)  # (N,)
             x0 = x[:, lo:hi].clone()  # (B, Lb); unmasked positions keep their token
-            x0[m_rows, m_cols] = gumbel_argmax(lm, cfg.temperature, generator)
+            x0[m_rows, m_cols] = cand
             # 4. Confidence; positions not masked get -inf (positions beyond the block are not in lb).
             conf = torch.full(masked.shape, float("-inf"), dtype=torch.float64, device=device)
             if cfg.remasking == "low_confidence":
                 l64 = lm.to(torch.float64)  # p(x0) = softmax in float64, as LLaDA
-                chosen = torch.gather(l64, 1, x0[m_rows, m_cols].unsqueeze(1)).squeeze(1)
+                chosen = torch.gather(l64, 1, cand.unsqueeze(1)).squeeze(1)
                 conf[m_rows, m_cols] = torch.exp(chosen - torch.logsumexp(l64, -1))
             else:
                 rand = torch.rand(masked.shape, generator=generator, device=device, dtype=torch.float64)

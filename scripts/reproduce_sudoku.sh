@@ -30,12 +30,11 @@ METHODS=("$@")
 #   (8 micro-steps, grad-accum 8); LoRA r 16 / alpha 32 on the tiny model, lr 1e-3 (the paper's
 #   3e-5 and r 128 are for 8B models), no KL (beta 0). Reward: the reference's blank-cell accuracy
 #   plus 1 for a solved puzzle (--reward-weight correct=1), because the blank-cell reward alone
-#   pays for overwriting given digits and the runs learn to (results/sudoku/tuning.md). Sampler: the model's dllmrl.json (compact
-#   prompt, gen_len 32, 16 steps, block 32).
+#   pays for overwriting given digits and the runs learn to (results/sudoku/tuning.md).
+#   Sampler: the model's dllmrl.json (compact prompt, gen_len 32, 16 steps, block 32).
 COMMON=(--model "$MODEL" --device cpu -G 8 --batch-size 64 --grad-accum 8 --temperature 1.0
         --lora-r 16 --lora-alpha 32 --lr 1e-3 --warmup-steps 3 --beta 0 --reward-weight correct=1
-        --max-steps "$STEPS"
-        --save-every 20 --log-every 10)
+        --max-steps "$STEPS" --save-every 20 --log-every 10)
 
 method_args() {
   case "$1" in
