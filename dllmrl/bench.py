@@ -19,12 +19,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .config import SamplerConfig
-from .errors import ConfigError
-from .keepers import TopEntropySteps
-from .models.base import ModelAdapter
-from .sampler import sample
-from .trajectory import Trajectory
+from dllmrl.config import SamplerConfig
+from dllmrl.errors import ConfigError
+from dllmrl.sampling.keepers import TopEntropySteps
+from dllmrl.models.base import ModelAdapter
+from dllmrl.sampling.sampler import sample
+from dllmrl.sampling.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def random_tiny_adapter(vocab_size: int, hidden: int = 64, layers: int = 2, max_
 def train_step_fns() -> TrainStepFns | None:
     """The trainer's micro-step, batched and per sample, plus its floor; None until the trainer provides it."""
     try:
-        from .trainer import bench_train_step_fns
+        from dllmrl.training.trainer import bench_train_step_fns
     except ImportError:
         log.warning("the trainer provides no micro-step to time; skipping the training measurements")
         return None

@@ -15,7 +15,7 @@ import os
 import typer
 from typer.core import TyperGroup
 
-from .errors import DllmrlError
+from dllmrl.errors import DllmrlError
 
 # Each name is a module in dllmrl/commands exposing register(app).
 COMMANDS = ["sample", "eval", "score", "ls", "bench", "train", "sft", "reward-model", "plot"]
@@ -31,7 +31,7 @@ class _Group(TyperGroup):
         except DllmrlError as e:
             if os.environ.get("DLLMRL_DEBUG"):
                 raise
-            from .ui import stderr_console
+            from dllmrl.ui import stderr_console
 
             stderr_console().print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(1) from None
@@ -53,7 +53,7 @@ for _name in COMMANDS:
 def _setup_logging() -> None:
     from rich.logging import RichHandler
 
-    from .ui import stderr_console
+    from dllmrl.ui import stderr_console
 
     level = os.environ.get("DLLMRL_LOG", "WARNING").upper()
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=stderr_console(), show_path=False)])

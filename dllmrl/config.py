@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ConfigError
+from dllmrl.errors import ConfigError
 
 REMASKING = ("low_confidence", "random")
 DECODING = ("fixed", "threshold")

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from dllmrl.errors import DataError
 
 log = logging.getLogger(__name__)
 FILENAME = "dllmrl.json"

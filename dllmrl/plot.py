@@ -14,8 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ConfigError, DataError
-from .metrics import read_metrics
+from dllmrl.errors import ConfigError, DataError
+from dllmrl.training.metrics import read_metrics
 
 
 def run_label(run_dir: str | Path) -> str:

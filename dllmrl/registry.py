@@ -13,7 +13,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
-from .errors import DllmrlError, UnknownNameError
+from dllmrl.errors import DllmrlError, UnknownNameError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,9 +104,9 @@ STEP_SELECTORS: Registry = Registry("step selector")
 MODELS: Registry = Registry("model family")
 
 # Built-in task packs (lazy: `dllmrl ls tasks` imports only the light pack modules).
-TASKS.register("sudoku", "tasks.sudoku:Sudoku")
-TASKS.register("countdown", "tasks.countdown:Countdown")
-TASKS.register("gsm8k", "tasks.gsm8k:GSM8K")
+TASKS.register("sudoku", "dllmrl.tasks.sudoku:Sudoku")
+TASKS.register("countdown", "dllmrl.tasks.countdown:Countdown")
+TASKS.register("gsm8k", "dllmrl.tasks.gsm8k:GSM8K")
 
 # Training methods and step selectors (lazy: `dllmrl ls methods` does not import torch).
 METHODS.register("egspo", "dllmrl.methods.steps:EGSPO")
@@ -115,6 +115,6 @@ METHODS.register("diffu-grpo", "dllmrl.methods.tokens:DIFFU_GRPO")
 STEP_SELECTORS.register("entropy", "dllmrl.methods.selection:EntropySelector")
 STEP_SELECTORS.register("random", "dllmrl.methods.selection:RandomSelector")
 STEP_SELECTORS.register("uniform", "dllmrl.methods.selection:UniformSelector")
-TASKS.register("math500", "tasks.math500:MATH500")
-TASKS.register("humaneval", "tasks.humaneval:HumanEval")
-TASKS.register("mbpp", "tasks.mbpp:MBPP")
+TASKS.register("math500", "dllmrl.tasks.math500:MATH500")
+TASKS.register("humaneval", "dllmrl.tasks.humaneval:HumanEval")
+TASKS.register("mbpp", "dllmrl.tasks.mbpp:MBPP")

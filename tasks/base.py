@@ -167,7 +167,7 @@ class TaskBase:
         if split not in self._cache:
             self._cache[split] = self._load(split)
         base = self._cache[split]
-        from .common import LazySplit
+        from dllmrl.tasks.common import LazySplit
 
         # A view, not a copy: generated splits stay lazy, and prompts are formatted on access.
         return LazySplit(len(base), lambda i: self._styled(base[i], prompt_style))

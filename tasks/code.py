@@ -1,7 +1,7 @@
 """Shared machinery of the code packs (HumanEval, MBPP): extraction, test programs, sandboxed scoring.
 
 The one extractor is the reference's: the first fenced ```python block. A completion is correct when
-its program, followed by the task's tests, runs to the end in ``dllmrl.sandbox`` (10 s, 1 GB, as the
+its program, followed by the task's tests, runs to the end in ``dllmrl.evaluation.sandbox`` (10 s, 1 GB, as the
 reference). Each test statement is run separately, so one sandbox run also gives the fraction of
 tests passed (the reference's training reward); the run is cached, so every reward and the record's
 details share it.
@@ -19,9 +19,9 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
-from . import formats
-from .base import Example, RewardFn, TaskBase
-from .common import first_python_block
+from dllmrl.tasks import formats
+from dllmrl.tasks.base import Example, RewardFn, TaskBase
+from dllmrl.tasks.common import first_python_block
 
 TIMEOUT_S = 10.0
 MEMORY_MB = 1024
@@ -55,7 +55,7 @@ def harness_program(code: str, tests: Sequence[str], setup: str = "") -> str:
 @functools.lru_cache(maxsize=4096)
 def run_cached(program: str):
     """One sandbox run per distinct program (rewards, verify and details all ask for the same one)."""
-    from dllmrl.sandbox import run_program
+    from dllmrl.evaluation.sandbox import run_program
 
     return run_program(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
 

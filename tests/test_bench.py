@@ -43,8 +43,8 @@ def test_batched_and_per_sample_micro_steps_give_the_same_gradients(tiny):
 
     from dllmrl.bench import train_step_fns
     from dllmrl.config import SamplerConfig
-    from dllmrl.keepers import TopEntropySteps
-    from dllmrl.sampler import sample
+    from dllmrl.sampling.keepers import TopEntropySteps
+    from dllmrl.sampling.sampler import sample
 
     fns = train_step_fns()
     ids, attn = tiny.encode([tiny.render_prompt(t) for t in ("a", "bb", "ccc")])

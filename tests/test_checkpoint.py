@@ -8,13 +8,13 @@ import random
 import pytest
 import torch
 
-from dllmrl.accel import build_accelerator, mixed_precision_for, rank_generator
-from dllmrl.checkpoint import (
+from dllmrl.training.accel import build_accelerator, mixed_precision_for, rank_generator
+from dllmrl.training.checkpoint import (
     capture_rng, latest_checkpoint, list_checkpoints, load_checkpoint, restore_rng, save_checkpoint, save_final_adapter,
 )
 from dllmrl.config import ModelConfig
 from dllmrl.errors import ConfigError
-from dllmrl.lora import LoraSettings, add_lora, lora_parameters, require_4bit
+from dllmrl.training.lora import LoraSettings, add_lora, lora_parameters, require_4bit
 
 
 def _lora_adapter(tiny_model_dir, seed=0):

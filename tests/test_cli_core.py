@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dllmrl.cli import app
 from dllmrl.config import ModelConfig, SamplerConfig
-from dllmrl.guidance import GuidanceConfig
+from dllmrl.sampling.guidance import GuidanceConfig
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-import dllmrl.sampler
+import dllmrl.sampling.sampler
 from dllmrl.cli import app
-from dllmrl.evaluation import EvalConfig, evaluate, read_records
+from dllmrl.evaluation.loop import EvalConfig, evaluate, read_records
 
 runner = CliRunner()
 
@@ -19,13 +19,13 @@ runner = CliRunner()
 @pytest.fixture()
 def count_sampling(monkeypatch):
     calls = []
-    real = dllmrl.sampler.sample
+    real = dllmrl.sampling.sampler.sample
 
     def counting(*args, **kwargs):
         calls.append(args[1].shape[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dllmrl.sampler, "sample", counting)
+    monkeypatch.setattr(dllmrl.sampling.sampler, "sample", counting)
     return calls
 
 
@@ -58,7 +58,7 @@ def test_eval_sudoku_writes_records_then_resumes(tiny_model_dir, tmp_path, count
 
 
 def test_library_loop_several_lengths_and_settings_key(tiny, tmp_path, count_sampling):
-    from tasks.base import get_task
+    from dllmrl.tasks.base import get_task
 
     task = get_task("countdown")
     cfg = EvalConfig(task="countdown", gen_lens=(16, 32), block_len=16, prompt_style="compact", limit=3,

@@ -9,10 +9,10 @@ import torch
 
 from dllmrl.config import SamplerConfig
 from dllmrl.errors import ConfigError
-from dllmrl.guidance import (
+from dllmrl.sampling.guidance import (
     GuidanceConfig, RewardModel, check_vocabularies, guided_embeddings, guided_sample, mix_weight,
 )
-from dllmrl.sampler import sample
+from dllmrl.sampling.sampler import sample
 
 
 def test_entrgi_weight_is_zero_for_one_hot_and_one_for_uniform():

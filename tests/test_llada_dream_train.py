@@ -17,10 +17,10 @@ import torch
 from dllmrl.config import ModelConfig, SamplerConfig
 from dllmrl.models import load_model
 from dllmrl.registry import TASKS
-from dllmrl.sampler import sample
-from dllmrl.sft import run_sft
-from dllmrl.sft_config import SftConfig
-from tasks.base import Example
+from dllmrl.sampling.sampler import sample
+from dllmrl.training.sft import run_sft
+from dllmrl.training.sft_config import SftConfig
+from dllmrl.tasks.base import Example
 from toy_tasks import ExactMatchToy, ToyLowercase
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,8 +79,8 @@ class NativeToyLowercase(ToyLowercase):
 
 @pytest.mark.parametrize("fixture", ["llada-tiny", "dream-tiny"])
 def test_two_egspo_sa_steps_change_every_lora_parameter(fixture, tmp_path):
-    from dllmrl.train_config import TrainConfig
-    from dllmrl.trainer import Trainer
+    from dllmrl.training.train_config import TrainConfig
+    from dllmrl.training.trainer import Trainer
 
     cfg = TrainConfig(task=NativeToyLowercase.name, method="egspo-sa", k_steps=2, num_generations=4, batch_size=8,
                       grad_accum=1, lr=2e-2, warmup_steps=0, max_steps=2, lora_r=4, lora_alpha=8, weight_decay=0.0,

@@ -19,8 +19,8 @@ from dllmrl.methods.selection import (
 )
 from dllmrl.methods.tokens import completion_mask
 from dllmrl.registry import METHODS, STEP_SELECTORS
-from dllmrl.sampler import sample
-from dllmrl.trajectory import Trajectory
+from dllmrl.sampling.sampler import sample
+from dllmrl.sampling.trajectory import Trajectory
 
 INF = float("inf")
 

@@ -21,7 +21,7 @@ from dllmrl.errors import ModelLoadError
 from dllmrl.models import load_model
 from dllmrl.models.dream import DreamConfig, DreamModel
 from dllmrl.models.llada import LLaDAConfig, LLaDAModelLM
-from dllmrl.sampler import sample
+from dllmrl.sampling.sampler import sample
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAMILIES = {"llada": ("llada-tiny", LLaDAModelLM), "dream": ("dream-tiny", DreamModel)}

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from dllmrl.cli import app
-from dllmrl.guidance import check_vocabularies, load_reward_model
+from dllmrl.sampling.guidance import check_vocabularies, load_reward_model
 
 
 def test_reward_model_command_labels_with_the_verifier_and_saves(tiny, tiny_model_dir, tmp_path):

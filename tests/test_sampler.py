@@ -7,8 +7,8 @@ import torch
 
 from dllmrl.config import SamplerConfig
 from dllmrl.errors import ConfigError
-from dllmrl.keepers import FixedSteps, TopEntropySteps, last_non_eos_step, top_k_entropy_steps
-from dllmrl.sampler import sample, transfer_schedule
+from dllmrl.sampling.keepers import FixedSteps, TopEntropySteps, last_non_eos_step, top_k_entropy_steps
+from dllmrl.sampling.sampler import sample, transfer_schedule
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dllmrl.sandbox import MAX_OUTPUT_BYTES, isolation, run_many, run_program
+from dllmrl.evaluation.sandbox import MAX_OUTPUT_BYTES, isolation, run_many, run_program
 
 isolated = pytest.mark.skipif(isolation() != "namespaces", reason="needs root and unshare (namespace isolation)")
 
@@ -63,7 +63,7 @@ def test_exiting_zero_before_the_tests_is_not_a_pass(exit_call):
 
 def test_printing_a_fake_marker_is_not_a_pass():
     # The marker carries a per-run nonce the program does not know.
-    from dllmrl.sandbox import MARKER
+    from dllmrl.evaluation.sandbox import MARKER
 
     res = run_program(f"print('\\n{MARKER}' + '0' * 32)\nimport os; os._exit(0)", timeout_s=10, memory_mb=512)
     assert not res.passed

@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from dllmrl.checkpoint import list_checkpoints
+from dllmrl.training.checkpoint import list_checkpoints
 from dllmrl.cli import app
 from dllmrl.config import ModelConfig
-from dllmrl.metrics import read_metrics
+from dllmrl.training.metrics import read_metrics
 from dllmrl.registry import TASKS
-from dllmrl.sft import run_sft
-from dllmrl.sft_config import SftConfig
-from tasks.base import Example, TaskBase
+from dllmrl.training.sft import run_sft
+from dllmrl.training.sft_config import SftConfig
+from dllmrl.tasks.base import Example, TaskBase
 
 runner = CliRunner()
 
@@ -97,7 +97,7 @@ def test_ctrl_c_saves_and_resume_replays_the_same_run(tiny_model_dir, tmp_path, 
             raise KeyboardInterrupt
 
     if where == "mid-accumulation":  # the 14th forward is step 7's second micro-batch: its first is dropped
-        import dllmrl.sft as sft_mod
+        import dllmrl.training.sft as sft_mod
 
         calls, real_forward = [], sft_mod.sft_forward
 
@@ -214,7 +214,7 @@ def test_two_cpu_processes_share_the_batch_and_stay_in_sync(tiny_model_dir, tmp_
     from accelerate.utils import PrepareForLaunch, patch_environment
     from torch.multiprocessing import start_processes
 
-    import dllmrl.sft as sft_mod
+    import dllmrl.training.sft as sft_mod
 
     real_save = sft_mod.save_final_adapter
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dllmrl.errors import ConfigError
-from dllmrl.sft import SftRow, collate, draw_t, mask_completion, sft_loss
-from dllmrl.sft_config import SftConfig
+from dllmrl.training.sft import SftRow, collate, draw_t, mask_completion, sft_loss
+from dllmrl.training.sft_config import SftConfig
 
 LOG2 = math.log(2.0)
 

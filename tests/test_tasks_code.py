@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.base import response_text, total_reward
-from tasks.code import code_in_answer, passed_counts
-from tasks.common import first_python_block
-from tasks.humaneval import HumanEval, docstring_of
-from tasks.mbpp import MBPP
+from dllmrl.tasks.base import response_text, total_reward
+from dllmrl.tasks.code import code_in_answer, passed_counts
+from dllmrl.tasks.common import first_python_block
+from dllmrl.tasks.humaneval import HumanEval, docstring_of
+from dllmrl.tasks.mbpp import MBPP
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from tasks.base import Example, response_text, total_reward
-from tasks.countdown import Countdown
-from tasks.countdown.solver import expressions, key, puzzle_at, reachable, solve
-from tasks.countdown.verify import evaluate, extract, is_solution
+from dllmrl.tasks.base import Example, response_text, total_reward
+from dllmrl.tasks.countdown import Countdown
+from dllmrl.tasks.countdown.solver import expressions, key, puzzle_at, reachable, solve
+from dllmrl.tasks.countdown.verify import evaluate, extract, is_solution
 
 
 @pytest.fixture(scope="module")

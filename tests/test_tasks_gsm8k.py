@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.base import Example, response_text, total_reward
-from tasks.gsm8k import GSM8K
-from tasks.gsm8k.verify import extract, gold_answer
+from dllmrl.tasks.base import Example, response_text, total_reward
+from dllmrl.tasks.gsm8k import GSM8K
+from dllmrl.tasks.gsm8k.verify import extract, gold_answer
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.base import Example, response_text, total_reward
-from tasks.math500 import MATH500, extract
-from tasks.math500.equivalence import hendrycks_equal, normalise, sympy_equal, to_sympy_text
+from dllmrl.tasks.base import Example, response_text, total_reward
+from dllmrl.tasks.math500 import MATH500, extract
+from dllmrl.tasks.math500.equivalence import hendrycks_equal, normalise, sympy_equal, to_sympy_text
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from dllmrl.errors import UnknownNameError
 from dllmrl.registry import TASKS, Registry
-from tasks.base import Example, get_task, response_text, total_reward
+from dllmrl.tasks.base import Example, get_task, response_text, total_reward
 from toy_tasks import ExactMatchToy
 
 BUILTIN = ["countdown", "gsm8k", "humaneval", "math500", "mbpp", "sudoku"]

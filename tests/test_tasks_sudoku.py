@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.base import Example, response_text, total_reward
-from tasks.sudoku import Sudoku, reference_subset
-from tasks.sudoku.generate import puzzle_at
-from tasks.sudoku.verify import all_grids, completions, extract, is_valid_grid
+from dllmrl.tasks.base import Example, response_text, total_reward
+from dllmrl.tasks.sudoku import Sudoku, reference_subset
+from dllmrl.tasks.sudoku.generate import puzzle_at
+from dllmrl.tasks.sudoku.verify import all_grids, completions, extract, is_valid_grid
 
 PUZZLE = "3102200002100320"
 SOLUTION = "3142243142131324"

@@ -20,9 +20,9 @@ import torch
 
 from dllmrl.config import ModelConfig, SamplerConfig
 from dllmrl.errors import ConfigError
-from dllmrl.metrics import read_metrics
-from dllmrl.train_config import TrainConfig, resolve_method
-from dllmrl.trainer import Trainer, TrainingInterrupted, train
+from dllmrl.training.metrics import read_metrics
+from dllmrl.training.train_config import TrainConfig, resolve_method
+from dllmrl.training.trainer import Trainer, TrainingInterrupted, train
 from toy_tasks import TOY_GEN_LEN, ToyLowercase
 
 
@@ -174,7 +174,7 @@ def test_two_cpu_processes_stay_in_sync(toy_model_dir, tmp_path, monkeypatch):
     from accelerate.utils import PrepareForLaunch, patch_environment
     from torch.multiprocessing import start_processes
 
-    import dllmrl.trainer as trainer_mod
+    import dllmrl.training.trainer as trainer_mod
 
     finals: dict[int, dict[str, torch.Tensor]] = {}
     real_save = trainer_mod.save_final_adapter
@@ -293,7 +293,7 @@ def test_every_config_field_has_an_option():
 
 
 def test_sampler_defaults_come_from_the_model_but_not_its_eval_temperature(tmp_path):
-    from dllmrl.trainer import training_sampler_config
+    from dllmrl.training.trainer import training_sampler_config
 
     (tmp_path / "dllmrl.json").write_text(json.dumps({"gen_len": 16, "steps": 8, "block_len": 16, "temperature": 0.0}))
     none = dict(gen_len=None, steps=None, block_len=None, temperature=None)
@@ -311,7 +311,7 @@ def test_deepspeed_plugin_gets_our_batch_accumulation_and_clipping():
     """Without a dataloader accelerate cannot infer DeepSpeed's micro-batch: the trainer fills it (stub plugin)."""
     from types import SimpleNamespace
 
-    from dllmrl.trainer import _configure_deepspeed
+    from dllmrl.training.trainer import _configure_deepspeed
 
     def acc_with(ds):
         return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)),
@@ -344,8 +344,8 @@ def test_reward_weight_overrides_the_packs_weights_and_names_unknown_rewards():
     """--reward-weight correct=1 makes the Sudoku training reward count solved puzzles (givens included)."""
     from dllmrl.commands.train import parse_reward_weights
     from dllmrl.errors import ConfigError
-    from dllmrl.rollout import Scorer
-    from tasks.base import get_task
+    from dllmrl.training.rollout import Scorer
+    from dllmrl.tasks.base import get_task
 
     task = get_task("sudoku")
     ex = task.load("test", prompt_style="compact")[0]

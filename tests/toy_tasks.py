@@ -7,7 +7,7 @@ tests/test_tasks_registry.py (the stripped completion must equal the target).
 
 from __future__ import annotations
 
-from tasks.base import Example, TaskBase
+from dllmrl.tasks.base import Example, TaskBase
 
 TOY_GEN_LEN = 8
 """Completion length the lowercase toy is scored over."""

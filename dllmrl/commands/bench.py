@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import DeviceOpt, DtypeOpt, TrustRemoteCodeOpt
+from dllmrl.commands.options import DeviceOpt, DtypeOpt, TrustRemoteCodeOpt
 
 EPILOG = """Examples:
 
@@ -39,17 +39,17 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else on stdout.")] = False,
 ) -> None:
     """Time the forward-pass floor, the sampler and a training micro-step; report peak memory."""
-    from ..bench import BenchConfig
+    from dllmrl.bench import BenchConfig
 
     cfg = BenchConfig(batch_size=batch_size, prompt_len=prompt_len, gen_len=gen_len, steps=steps,
                       block_len=block_len, k_steps=k_steps, repeats=repeats, warmup=warmup, seed=seed)
     import torch
     from rich.console import Console
 
-    from ..bench import random_tiny_adapter, run_bench, train_step_fns
-    from ..config import ModelConfig
-    from ..models import load_model, resolve_device, resolve_dtype
-    from ..ui import stderr_console, table
+    from dllmrl.bench import random_tiny_adapter, run_bench, train_step_fns
+    from dllmrl.config import ModelConfig
+    from dllmrl.models import load_model, resolve_device, resolve_dtype
+    from dllmrl.ui import stderr_console, table
 
     if threads:
         torch.set_num_threads(threads)

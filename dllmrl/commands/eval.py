@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (
+from dllmrl.commands.options import (
     AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt,
     GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
     TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
@@ -36,7 +36,7 @@ def parse_gen_lens(text: str | int | tuple | list | None) -> tuple[int, ...] | N
         return (text,)
     if isinstance(text, (tuple, list)):
         text = ",".join(str(x) for x in text)
-    from ..errors import ConfigError
+    from dllmrl.errors import ConfigError
 
     try:
         out = tuple(int(x) for x in str(text).split(",") if x.strip())
@@ -89,12 +89,12 @@ def eval_command(
     """
     from rich.console import Console
 
-    from ..config import ModelConfig
-    from ..evaluation import EvalConfig
-    from ..guidance import GuidanceConfig
-    from ..model_defaults import read_model_defaults, resolve
-    from ..ui import kv_table, stderr_console
-    from tasks.base import get_task
+    from dllmrl.config import ModelConfig
+    from dllmrl.evaluation.loop import EvalConfig
+    from dllmrl.sampling.guidance import GuidanceConfig
+    from dllmrl.model_defaults import read_model_defaults, resolve
+    from dllmrl.ui import kv_table, stderr_console
+    from dllmrl.tasks.base import get_task
 
     pack = get_task(task)  # an unknown task fails before anything heavy happens
     lens = parse_gen_lens(gen_len)
@@ -126,12 +126,12 @@ def eval_command(
         shown.update({k: v for k, v in gcfg.__dict__.items() if v is not None})
     err.print(kv_table("dllmrl eval", shown))
 
-    from ..models import load_model
+    from dllmrl.models import load_model
 
     adapter_ = load_model(mcfg)
     reward = None
     if gcfg.guidance != "none":
-        from ..guidance import check_vocabularies, load_reward_model
+        from dllmrl.sampling.guidance import check_vocabularies, load_reward_model
 
         reward = load_reward_model(gcfg.reward_model, adapter_.device, adapter_.dtype)
         check_vocabularies(adapter_, reward)
@@ -142,8 +142,8 @@ def eval_command(
 
 
 def run_with_progress(pack, adapter, cfg, model_info, guidance=None, reward=None):
-    from ..evaluation import evaluate
-    from ..ui import progress
+    from dllmrl.evaluation.loop import evaluate
+    from dllmrl.ui import progress
 
     bars: dict[int, int] = {}
     with progress() as bar:
@@ -159,7 +159,7 @@ def run_with_progress(pack, adapter, cfg, model_info, guidance=None, reward=None
 
 
 def results_table(results):
-    from ..ui import table
+    from dllmrl.ui import table
 
     extra = sorted({k for r in results.lengths for k in r.metrics})
     if results.headline in extra:  # the paper's metric first

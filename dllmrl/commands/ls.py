@@ -13,15 +13,15 @@ def ls_command(what: Annotated[str, typer.Argument(help="tasks, methods or model
     """List registered task packs (with splits and sizes), training methods or model families."""
     from rich.console import Console
 
-    from ..errors import ConfigError
-    from ..registry import METHODS, MODELS, TASKS
-    from ..ui import table
+    from dllmrl.errors import ConfigError
+    from dllmrl.registry import METHODS, MODELS, TASKS
+    from dllmrl.ui import table
 
     if what not in WHAT:
         raise ConfigError(f"dllmrl ls takes one of {', '.join(WHAT)}, got '{what}'")
     console = Console()
     if what == "tasks":
-        from tasks.base import get_task
+        from dllmrl.tasks.base import get_task
 
         rows = []
         for name in TASKS.names():

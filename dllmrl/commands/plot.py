@@ -20,7 +20,7 @@ def plot_command(
     title: Annotated[str, typer.Option("--title", help="Plot title.")] = "",
 ) -> None:
     """Plot a training metric against step for several runs (runs named NAME-sSEED are averaged)."""
-    from ..plot import plot_runs
+    from dllmrl.plot import plot_runs
 
     path = plot_runs(run_dirs, metric, out, smooth=smooth, title=title or None)
     typer.echo(str(path))

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import BlockLenOpt, DeviceOpt, DtypeOpt, ModelOpt, SeedOpt
+from dllmrl.commands.options import BlockLenOpt, DeviceOpt, DtypeOpt, ModelOpt, SeedOpt
 
 EPILOG = """Example:
 
@@ -37,9 +37,9 @@ def reward_model_command(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """Sample the model's own completions, label them with the task's verifier, train a reward model."""
-    from ..config import ModelConfig, SamplerConfig
-    from ..model_defaults import resolve
-    from ..reward_model import RewardModelConfig
+    from dllmrl.config import ModelConfig, SamplerConfig
+    from dllmrl.model_defaults import resolve
+    from dllmrl.training.reward_model import RewardModelConfig
 
     cfg = RewardModelConfig(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, temperature=temperature,
                             target=target, hidden=hidden, layers=layers, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -51,8 +51,8 @@ def reward_model_command(
 
     from rich.console import Console
 
-    from ..reward_model import make_reward_model
-    from ..ui import kv_table, progress
+    from dllmrl.training.reward_model import make_reward_model
+    from dllmrl.ui import kv_table, progress
 
     with progress() as bar:
         job = bar.add_task("sampling", total=min(num_prompts, 10**9), info="")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (
+from dllmrl.commands.options import (
     AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, GenLenOpt,
     GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
     TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
@@ -57,14 +57,14 @@ def sample_command(
     --gen-len, --steps, --block-len and --temperature not given come from the model directory's
     dllmrl.json, else 128, gen-len / 2, 32 and 0.
     """
-    from ..config import ModelConfig, SamplerConfig
-    from ..model_defaults import resolve
+    from dllmrl.config import ModelConfig, SamplerConfig
+    from dllmrl.model_defaults import resolve
 
     r = resolve(model, {"gen_len": gen_len, "block_len": block_len, "temperature": temperature, "steps": steps},
                 {"gen_len": 128, "block_len": 32, "temperature": 0.0, "steps": None})
     gen_len, block_len, temperature = int(r["gen_len"]), int(r["block_len"]), float(r["temperature"])
     steps = int(r["steps"]) if r["steps"] is not None else max(1, gen_len // 2)
-    from ..guidance import GuidanceConfig
+    from dllmrl.sampling.guidance import GuidanceConfig
 
     scfg = SamplerConfig(gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
                          cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold)
@@ -79,9 +79,9 @@ def sample_command(
     from rich.console import Console
     from rich.live import Live
 
-    from ..guidance import check_vocabularies, guided_sample, load_reward_model
-    from ..models import load_model
-    from ..ui import UnmaskView, stderr_console
+    from dllmrl.sampling.guidance import check_vocabularies, guided_sample, load_reward_model
+    from dllmrl.models import load_model
+    from dllmrl.ui import UnmaskView, stderr_console
 
     adapter_ = load_model(mcfg)
     text = adapter_.render_prompt(prompt, chat=not raw, prefill=prefill)

@@ -22,7 +22,7 @@ Examples:
 
 
 def read_lines(path: Path) -> list[dict]:
-    from ..errors import DataError
+    from dllmrl.errors import DataError
 
     if not path.is_file():
         raise DataError(f"{path} does not exist; pass a JSONL file with one completion per line")
@@ -49,16 +49,16 @@ def score_command(
     """Re-score completions: prints accuracy (and the task's own metrics); --out writes the scored lines."""
     from rich.console import Console
 
-    from ..evaluation import score_file
-    from ..ui import progress, table
-    from tasks.base import get_task
+    from dllmrl.evaluation.loop import score_file
+    from dllmrl.ui import progress, table
+    from dllmrl.tasks.base import get_task
 
     pack = get_task(task)
     if hasattr(pack, "check_style"):
         pack.check_style(prompt_style)
     rows = read_lines(file)
     if not rows:
-        from ..errors import DataError
+        from dllmrl.errors import DataError
 
         raise DataError(f"{file} holds no lines to score")
     with progress() as bar:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import DeviceOpt, DtypeOpt, ModelOpt, TrustRemoteCodeOpt
+from dllmrl.commands.options import DeviceOpt, DtypeOpt, ModelOpt, TrustRemoteCodeOpt
 
 EPILOG = """Examples:
 
@@ -40,7 +40,7 @@ def field_help(cls: type) -> dict[str, str]:
 
 
 def _h(name: str) -> str:
-    from ..sft_config import SftConfig
+    from dllmrl.training.sft_config import SftConfig
 
     return field_help(SftConfig)[name]
 
@@ -80,8 +80,8 @@ def sft_command(
 ) -> None:
     """Supervised fine-tuning with the masked-diffusion objective: the prompt is kept, each completion token
     is masked with probability t ~ U(0, 1) per sequence, and the cross-entropy on masked tokens is weighted by 1/t."""
-    from ..config import ModelConfig
-    from ..sft_config import SftConfig
+    from dllmrl.config import ModelConfig
+    from dllmrl.training.sft_config import SftConfig
 
     cfg = SftConfig(
         task=task, output=output, split=split, prompt_style=prompt_style, gen_len=gen_len, chat=chat, limit=limit,
@@ -94,9 +94,9 @@ def sft_command(
     )
     mcfg = ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
-    from ..config import config_dict
-    from ..sft import resolve_config, run_sft
-    from ..ui import kv_table, progress, stderr_console
+    from dllmrl.config import config_dict
+    from dllmrl.training.sft import resolve_config, run_sft
+    from dllmrl.ui import kv_table, progress, stderr_console
 
     console = stderr_console()
     console.print(kv_table(f"dllmrl sft {task}", config_dict(mcfg, resolve_config(cfg, model))))

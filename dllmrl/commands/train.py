@@ -6,11 +6,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .options import (
+from dllmrl.commands.options import (
     AdapterOpt, AdapterSubfolderOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, ModelOpt, RemaskingOpt, ThresholdOpt,
     TrustRemoteCodeOpt,
 )
-from .sft import field_help
+from dllmrl.commands.sft import field_help
 
 EPILOG = """Examples:
 
@@ -32,14 +32,14 @@ lr 3e-5, grad-norm 0.2, K = 8 steps, G = 8 generations, gen-len 256, 128 steps, 
 
 
 def _h(name: str) -> str:
-    from ..train_config import TrainConfig
+    from dllmrl.training.train_config import TrainConfig
 
     return field_help(TrainConfig)[name]
 
 
 def parse_reward_weights(items: List[str] | None) -> tuple[tuple[str, float], ...]:
     """['correct=1', 'format=0.5'] -> (('correct', 1.0), ('format', 0.5))."""
-    from ..errors import ConfigError
+    from dllmrl.errors import ConfigError
 
     out = []
     for item in items or []:
@@ -118,11 +118,11 @@ def train_command(
 ) -> None:
     """Post-train a diffusion LM with RL on a task's rewards: EGSPO (entropy-guided steps), EGSPO-SA (plus stepwise
     advantages from one-shot greedy completions) or diffu-GRPO (the d1 baseline)."""
-    from ..config import ModelConfig, config_dict
-    from ..train_config import TrainConfig
-    from ..trainer import TrainingInterrupted, resolve_train_config, train, training_sampler_config
-    from ..ui import kv_table, progress, stderr_console, table
-    from tasks.base import get_task
+    from dllmrl.config import ModelConfig, config_dict
+    from dllmrl.training.train_config import TrainConfig
+    from dllmrl.training.trainer import TrainingInterrupted, resolve_train_config, train, training_sampler_config
+    from dllmrl.ui import kv_table, progress, stderr_console, table
+    from dllmrl.tasks.base import get_task
 
     cfg = TrainConfig(
         task=task, method=method, select=select, eos_limit=eos_limit, k_steps=k_steps, lam=lam,

@@ -31,6 +31,6 @@ class Method:
 
 
 def get_method(name: str) -> Method:
-    from ..registry import METHODS
+    from dllmrl.registry import METHODS
 
     return METHODS.get(name)

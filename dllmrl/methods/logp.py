@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.base import ModelAdapter
-from ..sampler import policy_logits
-from ..trajectory import Trajectory
-from .losses import exact_kl
+from dllmrl.models.base import ModelAdapter
+from dllmrl.sampling.sampler import policy_logits
+from dllmrl.sampling.trajectory import Trajectory
+from dllmrl.methods.losses import exact_kl
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from dllmrl.errors import ConfigError
 
 KL_FORMS = ("k3", "exact")
 AGGREGATIONS = ("sum", "mean")

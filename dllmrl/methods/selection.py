@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..keepers import FixedSteps, GreedyKeeper, TopEntropySteps, last_non_eos_step, top_k_entropy_steps
-from ..trajectory import Trajectory
+from dllmrl.sampling.keepers import FixedSteps, GreedyKeeper, TopEntropySteps, last_non_eos_step, top_k_entropy_steps
+from dllmrl.sampling.trajectory import Trajectory
 
 
 def _eligible(traj: Trajectory, eos_limit: bool) -> Tensor:

@@ -15,13 +15,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..registry import STEP_SELECTORS
-from ..trajectory import Trajectory
-from . import Method
-from .advantages import advantages
-from .logp import microstep_logp, step_exact_kl
-from .losses import LossConfig, k3_kl, policy_loss
-from .selection import StepPlan
+from dllmrl.registry import STEP_SELECTORS
+from dllmrl.sampling.trajectory import Trajectory
+from dllmrl.methods import Method
+from dllmrl.methods.advantages import advantages
+from dllmrl.methods.logp import microstep_logp, step_exact_kl
+from dllmrl.methods.losses import LossConfig, k3_kl, policy_loss
+from dllmrl.methods.selection import StepPlan
 
 
 @dataclass

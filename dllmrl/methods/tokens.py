@@ -15,11 +15,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..trajectory import Trajectory
-from . import Method
-from .advantages import advantages
-from .logp import completion_token_logp, draw_prompt_drops
-from .losses import LossConfig, exact_kl, k3_kl, token_policy_loss
+from dllmrl.sampling.trajectory import Trajectory
+from dllmrl.methods import Method
+from dllmrl.methods.advantages import advantages
+from dllmrl.methods.logp import completion_token_logp, draw_prompt_drops
+from dllmrl.methods.losses import LossConfig, exact_kl, k3_kl, token_policy_loss
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: Any) -> Tensor:

@@ -72,7 +72,7 @@ class ModelAdapter:
         if not chat:
             return prompt + prefill
         if getattr(self.tokenizer, "chat_template", None) is None:
-            from ..errors import ConfigError
+            from dllmrl.errors import ConfigError
 
             raise ConfigError(f"model '{self.name}' has no chat template; pass --raw to send the prompt as it is")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

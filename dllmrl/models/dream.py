@@ -31,8 +31,8 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ..errors import ModelLoadError
-from .layers import (
+from dllmrl.errors import ModelLoadError
+from dllmrl.models.layers import (
     RMSNorm,
     apply_rotary,
     attend,

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from ..config import ModelConfig
-from ..errors import ModelLoadError
-from ..registry import MODELS
-from .base import ModelAdapter
-from .loading import from_pretrained_kwargs
+from dllmrl.config import ModelConfig
+from dllmrl.errors import ModelLoadError
+from dllmrl.registry import MODELS
+from dllmrl.models.base import ModelAdapter
+from dllmrl.models.loading import from_pretrained_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ def load_llada(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapte
 
 
 def _load_llada_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
-    from .llada import LLADA_MASK_ID as default_mask
-    from .llada import LLaDAModelLM
+    from dllmrl.models.llada import LLADA_MASK_ID as default_mask
+    from dllmrl.models.llada import LLaDAModelLM
 
     tok = _load_tokenizer(source, cfg)
     model = _load_native(LLaDAModelLM, source, cfg, dtype)
@@ -213,7 +213,7 @@ def _load_dream_tokenizer(source: str, cfg: ModelConfig):
 
 
 def _load_dream_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
-    from .dream import DREAM_MASK_ID, DreamModel
+    from dllmrl.models.dream import DREAM_MASK_ID, DreamModel
 
     tok = _load_dream_tokenizer(source, cfg)
     model = _load_native(DreamModel, source, cfg, dtype)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelLoadError
+from dllmrl.errors import ModelLoadError
 
 
 def refuse_unsupported(family: str, bad: list[str]) -> None:

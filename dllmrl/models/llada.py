@@ -30,7 +30,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from .layers import (
+from dllmrl.models.layers import (
     RMSNorm,
     apply_rotary,
     attend,

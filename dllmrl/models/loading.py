@@ -19,10 +19,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..config import ModelConfig
-from ..errors import ModelLoadError, UnknownNameError
-from ..registry import MODELS
-from .base import ModelAdapter
+from dllmrl.config import ModelConfig
+from dllmrl.errors import ModelLoadError, UnknownNameError
+from dllmrl.registry import MODELS
+from dllmrl.models.base import ModelAdapter
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Countdown with three numbers (the d1 / EGSPO benchmark).
 
-    from tasks.countdown import Countdown
+    from dllmrl.tasks.countdown import Countdown
     ex = Countdown().load("test")[0]          # ex.target == {"numbers": [30, 100, 93], "target": 23}
 
 Splits: ``test`` (the reference's 256), ``train`` (4,925 rows of the reference's HF training split:
@@ -20,11 +20,11 @@ from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import DataError
 
-from ..base import Example, RewardFn, TaskBase
-from ..common import LazySplit, data_file, read_jsonl, require
-from . import prompts
-from .solver import key, puzzle_at, solve
-from .verify import extract, is_solution
+from dllmrl.tasks.base import Example, RewardFn, TaskBase
+from dllmrl.tasks.common import LazySplit, data_file, read_jsonl, require
+from dllmrl.tasks.countdown import prompts
+from dllmrl.tasks.countdown.solver import key, puzzle_at, solve
+from dllmrl.tasks.countdown.verify import extract, is_solution
 
 TEST_FILE = "countdown_cd3_test.jsonl"
 TRAIN_FILE = "countdown_3num_train_tinyzero_pr93.jsonl"

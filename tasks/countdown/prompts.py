@@ -7,7 +7,7 @@ general SYSTEM_PROMPT and the question with a single newline). 'compact': "a b c
 the expression alone.
 """
 
-from ..formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
+from dllmrl.tasks.formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
 
 # The reference's CTD_SYSTEM_PROMPT, byte for byte (note the missing space before "Respond").
 EVAL_SYSTEM_PROMPT = (

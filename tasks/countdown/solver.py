@@ -1,6 +1,6 @@
 """Exhaustive solver and generator for three-number Countdown.
 
-    python -c "from tasks.countdown.solver import solve; print(solve([44, 19, 35], 98))"
+    python -c "from dllmrl.tasks.countdown.solver import solve; print(solve([44, 19, 35], 98))"
 
 Three numbers give 6 orders x 16 operator pairs x 2 bracketings = 192 expressions, so solving is
 exhaustive and instant. ``solve`` returns the first solution in a fixed order that prefers

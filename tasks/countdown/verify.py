@@ -25,7 +25,7 @@ import ast
 import re
 from fractions import Fraction
 
-from ..common import answer_tag, last_boxed
+from dllmrl.tasks.common import answer_tag, last_boxed
 
 _EXPR_CHARS = re.compile(r"^[\d+\-*/().\s]+$")
 _EQUALS = re.compile(r"([0-9+\-*/() ]+)=[0-9. ]+")

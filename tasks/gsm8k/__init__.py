@@ -1,6 +1,6 @@
 """GSM8K (grade-school maths word problems).
 
-    from tasks.gsm8k import GSM8K
+    from dllmrl.tasks.gsm8k import GSM8K
     ex = GSM8K().load("test")[0]        # ex.target == "18"
 
 Splits: ``test`` (1319, as the paper), ``train`` (6973) and ``validation`` (500 training rows held
@@ -18,11 +18,11 @@ from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import DataError
 
-from .. import formats
-from ..base import Example, RewardFn, TaskBase
-from ..common import data_file, read_jsonl, require
-from . import prompts
-from .verify import extract, gold_answer, same_number, strip_calculator
+from dllmrl.tasks import formats
+from dllmrl.tasks.base import Example, RewardFn, TaskBase
+from dllmrl.tasks.common import data_file, read_jsonl, require
+from dllmrl.tasks.gsm8k import prompts
+from dllmrl.tasks.gsm8k.verify import extract, gold_answer, same_number, strip_calculator
 
 N_VALIDATION = 500
 

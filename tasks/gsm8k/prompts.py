@@ -5,7 +5,7 @@ the '<reasoning>' prefill. 'train': the reference's training prompt (a bare answ
 Both user turns are system prompt + "\\n\\n" + question.
 """
 
-from ..formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
+from dllmrl.tasks.formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
 
 # The reference's GSM_SYSTEM_PROMPT (eval/gsm8k.py), byte for byte (note the space after "\\boxed{}.").
 EVAL_SYSTEM_PROMPT = """You are a math expert. You will be given a question to solve. Solve it step by step. Wrap the final answer in a \\boxed{}. 

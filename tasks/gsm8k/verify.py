@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ..common import all_boxed, answer_tag
+from dllmrl.tasks.common import all_boxed, answer_tag
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")

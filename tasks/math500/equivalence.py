@@ -1,6 +1,6 @@
 """MATH answer equivalence: Hendrycks-style string normalisation, and sympy on top.
 
-    from tasks.math500.equivalence import hendrycks_equal, sympy_equal
+    from dllmrl.tasks.math500.equivalence import hendrycks_equal, sympy_equal
     hendrycks_equal("\\\\dfrac{1}{2}", "0.5")   # True
     sympy_equal("\\\\frac{\\\\sqrt{3}}{2}", "\\\\frac12\\\\sqrt3")  # True
 

@@ -5,7 +5,7 @@ newline, kept byte for byte) + "\\n\\n" + problem, then the '<reasoning>' prefil
 reference's training prompt.
 """
 
-from ..formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
+from dllmrl.tasks.formats import SYSTEM_PROMPT as TRAIN_SYSTEM_PROMPT  # the reference's general SYSTEM_PROMPT
 
 EVAL_SYSTEM_PROMPT = """You are a math expert. You will be given a question to solve. Solve it step by step. Wrap the final answer in a \\boxed{}.
 Respond in the following format:

@@ -1,6 +1,6 @@
 """MBPP (Mostly Basic Python Problems), scored in our sandbox.
 
-    from tasks.mbpp import MBPP
+    from dllmrl.tasks.mbpp import MBPP
     ex = MBPP().load("test")[0]
 
 Splits: ``test`` = the sanitized test split (257 problems, as the paper); ``train`` (627) and
@@ -20,10 +20,10 @@ from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import DataError
 
-from ..base import Example
-from ..code import CodeTask, harness_program
-from ..common import data_file, read_json, read_jsonl, require
-from . import prompts
+from dllmrl.tasks.base import Example
+from dllmrl.tasks.code import CodeTask, harness_program
+from dllmrl.tasks.common import data_file, read_json, read_jsonl, require
+from dllmrl.tasks.mbpp import prompts
 
 VALIDATION_IDS = range(511, 601)
 

@@ -1,6 +1,6 @@
 """4x4 Sudoku (the d1 / EGSPO benchmark).
 
-    from tasks.sudoku import Sudoku
+    from dllmrl.tasks.sudoku import Sudoku
     ex = Sudoku().load("test256")[0]
 
 Splits: ``test`` (the reference's 500 test puzzles), ``test256`` (the 256 the reference evaluates:
@@ -21,11 +21,11 @@ from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import DataError
 
-from ..base import Example, RewardFn, TaskBase
-from ..common import LazySplit, data_file
-from . import prompts
-from .generate import generated_block, puzzle_at
-from .verify import as_grid, cell_counts, extract, is_valid_grid, solves
+from dllmrl.tasks.base import Example, RewardFn, TaskBase
+from dllmrl.tasks.common import LazySplit, data_file
+from dllmrl.tasks.sudoku import prompts
+from dllmrl.tasks.sudoku.generate import generated_block, puzzle_at
+from dllmrl.tasks.sudoku.verify import as_grid, cell_counts, extract, is_valid_grid, solves
 
 TEST_FILE = "4x4_test_sudoku.csv"
 N_VALIDATION = 500

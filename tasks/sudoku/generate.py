@@ -13,7 +13,7 @@ import random
 from functools import lru_cache
 from typing import AbstractSet
 
-from .verify import all_grids, completions
+from dllmrl.tasks.sudoku.verify import all_grids, completions
 
 BLANKS = (6, 10)
 """Blank cells per puzzle, drawn uniformly in this range (the test puzzles all have 8)."""

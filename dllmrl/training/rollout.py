@@ -21,10 +21,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .config import SamplerConfig
-from .errors import ConfigError
-from .models.base import ModelAdapter
-from .sampler import sample
+from dllmrl.config import SamplerConfig
+from dllmrl.errors import ConfigError
+from dllmrl.models.base import ModelAdapter
+from dllmrl.sampling.sampler import sample
 
 log = logging.getLogger(__name__)
 

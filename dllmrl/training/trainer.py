@@ -26,19 +26,19 @@ from typing import Any, Callable
 
 import torch
 
-from .accel import build_accelerator, rank_generator, reduce_mean
-from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
-from .config import ModelConfig, SamplerConfig
-from .errors import ConfigError, DataError, DllmrlError
-from .lora import LoraSettings, add_lora, load_model_4bit
-from .methods import get_method
-from .methods.advantages import lambda_at
-from .methods.losses import LossConfig
-from .metrics import MetricsWriter
-from .models import load_model
-from .rollout import PromptFeed, Scorer, encode_prompts, quick_eval, response_prefix
-from .sampler import sample
-from .train_config import TrainConfig, resolve_method
+from dllmrl.training.accel import build_accelerator, rank_generator, reduce_mean
+from dllmrl.training.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
+from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.errors import ConfigError, DataError, DllmrlError
+from dllmrl.training.lora import LoraSettings, add_lora, load_model_4bit
+from dllmrl.methods import get_method
+from dllmrl.methods.advantages import lambda_at
+from dllmrl.methods.losses import LossConfig
+from dllmrl.training.metrics import MetricsWriter
+from dllmrl.models import load_model
+from dllmrl.training.rollout import PromptFeed, Scorer, encode_prompts, quick_eval, response_prefix
+from dllmrl.sampling.sampler import sample
+from dllmrl.training.train_config import TrainConfig, resolve_method
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def training_sampler_config(model: str, **given: Any) -> SamplerConfig:
     The temperature comes from dllmrl.json's ``train_temperature``, not its ``temperature``: that one
     is the evaluation setting (often 0), and greedy rollouts make every completion of a group the same.
     """
-    from .model_defaults import read_model_defaults, resolve
+    from dllmrl.model_defaults import read_model_defaults, resolve
 
     keys = {k: v for k, v in given.items() if k in SAMPLER_FALLBACK}
     rest = {k: v for k, v in given.items() if k not in SAMPLER_FALLBACK and v is not None}
@@ -91,7 +91,7 @@ def training_sampler_config(model: str, **given: Any) -> SamplerConfig:
 
 def resolve_train_config(cfg: TrainConfig, model: str) -> TrainConfig:
     """Method defaults, and the prompt style from the model's dllmrl.json (else 'train')."""
-    from .model_defaults import resolve
+    from dllmrl.model_defaults import resolve
 
     cfg = resolve_method(cfg)
     return replace(cfg, **resolve(model, {"prompt_style": cfg.prompt_style}, {"prompt_style": "train"}))
@@ -112,7 +112,7 @@ class _Cursor:
 class Trainer:
     def __init__(self, cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any = None,
                  on_step: Callable[[StepReport], None] | None = None):
-        from tasks.base import get_task
+        from dllmrl.tasks.base import get_task
 
         self.cfg = cfg = resolve_train_config(cfg, mcfg.model)
         self.scfg, self.mcfg, self.on_step = scfg, mcfg, on_step
@@ -417,8 +417,8 @@ def train(cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any
 # ---------------------------------------------------------------------- for `dllmrl bench`
 def bench_train_step_fns():
     """The training micro-step (forward + backward), batched and per sample, and its floor, for dllmrl bench."""
-    from .bench import TrainStepFns
-    from .methods.logp import microstep_logp, microstep_logp_per_sample
+    from dllmrl.bench import TrainStepFns
+    from dllmrl.methods.logp import microstep_logp, microstep_logp_per_sample
 
     def floor(model, states, attn) -> None:
         model.logits(states, attn).float().mean().backward()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .errors import ConfigError
+from dllmrl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def add_lora(adapter, settings: LoraSettings = LoraSettings(), *, init_adapter: 
         log.info("continuing the loaded adapter (its own LoRA settings apply)")
         return adapter
     if init_adapter:
-        from .models.loading import load_peft_adapter
+        from dllmrl.models.loading import load_peft_adapter
 
         adapter.model = load_peft_adapter(model, init_adapter, init_subfolder, trainable=True)
         return adapter
@@ -104,7 +104,7 @@ def load_model_4bit(mcfg):
     """
     from transformers import BitsAndBytesConfig
 
-    from .models import load_model
+    from dllmrl.models import load_model
 
     require_4bit(mcfg.device)
     if mcfg.adapter:

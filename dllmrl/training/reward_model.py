@@ -3,7 +3,7 @@
     dllmrl reward-model sudoku --model checkpoints/tiny-sudoku --output checkpoints/tiny-sudoku-reward
 
 The reward model is a ModernBERT sequence classifier (one output) that shares the DLLM's
-tokenizer, so reward guidance (dllmrl.guidance) can feed it the DLLM's token distributions. It
+tokenizer, so reward guidance (dllmrl.sampling.guidance) can feed it the DLLM's token distributions. It
 reads the whole sequence the sampler produced (prompt and completion ids) and predicts the
 logit of "this completion is correct" (or the task's reward, with --target reward).
 """
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import ModelConfig, SamplerConfig
-from .errors import ConfigError
-from .sampler import sample
+from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.errors import ConfigError
+from dllmrl.sampling.sampler import sample
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class RewardModelConfig:
 def collect_samples(task, adapter, examples, scfg: SamplerConfig, cfg: RewardModelConfig, prompt_style: str,
                     on_progress: Callable[[int], None] | None = None) -> tuple[list[list[int]], list[float], list[int]]:
     """Sample completions and label them; returns (token rows, labels, prompt index per row)."""
-    from tasks.base import response_text, total_reward
+    from dllmrl.tasks.base import response_text, total_reward
 
     gen = torch.Generator(device=adapter.device).manual_seed(cfg.seed)
     rows, labels, owner = [], [], []
@@ -159,9 +159,9 @@ def evaluate_reward_model(model, rows, labels, idx, cfg: RewardModelConfig, pad:
 def make_reward_model(task_name: str, model_cfg: ModelConfig, scfg: SamplerConfig, cfg: RewardModelConfig,
                       prompt_style: str, output: str | Path, on_progress=None, on_epoch=None) -> dict:
     """Sample, label, train, save. Returns a summary (also written to the output's dllmrl_reward.json)."""
-    from tasks.base import get_task
+    from dllmrl.tasks.base import get_task
 
-    from .models import load_model
+    from dllmrl.models import load_model
 
     task = get_task(task_name)
     adapter = load_model(model_cfg)

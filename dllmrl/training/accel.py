@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from dllmrl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import DataError
+from dllmrl.errors import DataError
 
 log = logging.getLogger(__name__)
 

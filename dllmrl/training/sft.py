@@ -1,6 +1,6 @@
 """Masked-diffusion supervised fine-tuning (the objective diffusion LMs are trained with).
 
-    from dllmrl.sft import run_sft
+    from dllmrl.training.sft import run_sft
     run_sft(SftConfig(task="sudoku", prompt_style="compact", output="runs/sft-sudoku"),
             ModelConfig(model="runs/tiny-base", device="cpu"))
 
@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import model_defaults
-from .accel import build_accelerator
-from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
-from .config import ModelConfig, SamplerConfig
-from .errors import ConfigError, DataError
-from .lora import LoraSettings, add_lora
-from .metrics import MetricsWriter
-from .models import load_model
-from .models.base import ModelAdapter
-from .sft_config import LORA_AUTO_PARAMS, SftConfig
+from dllmrl import model_defaults
+from dllmrl.training.accel import build_accelerator
+from dllmrl.training.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
+from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.errors import ConfigError, DataError
+from dllmrl.training.lora import LoraSettings, add_lora
+from dllmrl.training.metrics import MetricsWriter
+from dllmrl.models import load_model
+from dllmrl.models.base import ModelAdapter
+from dllmrl.training.sft_config import LORA_AUTO_PARAMS, SftConfig
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def resolve_config(cfg: SftConfig, model: str) -> SftConfig:
 
 def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
     """Fine-tune ``mcfg.model`` on ``cfg.task`` with the masked-diffusion objective; see the module docstring."""
-    from tasks.base import get_task
+    from dllmrl.tasks.base import get_task
 
     cfg = resolve_config(cfg, mcfg.model)
     run_dir = Path(cfg.run_dir)
@@ -425,7 +425,7 @@ def eval_sampler_config(cfg: SftConfig, model: str) -> SamplerConfig:
 
 def _quick_eval_fn(cfg: SftConfig, model: str, adapter: ModelAdapter, task, accelerator) -> Callable[[], float]:
     """A closure giving the held-out greedy accuracy over --eval-limit examples, shared across processes."""
-    from .rollout import quick_eval
+    from dllmrl.training.rollout import quick_eval
 
     split = cfg.eval_split or ("validation" if "validation" in task.splits() else "test")
     examples = task.load(split, prompt_style=cfg.prompt_style)

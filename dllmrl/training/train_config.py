@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import ConfigError
+from dllmrl.errors import ConfigError
 
 KL_FORMS = ("k3", "exact")
 AGGREGATIONS = ("sum", "mean")
@@ -158,8 +158,8 @@ class TrainConfig:
 
 def resolve_method(cfg: TrainConfig) -> TrainConfig:
     """Fill the fields left None from the method's defaults, refuse the ones it fixes, check names."""
-    from .methods import get_method
-    from .registry import STEP_SELECTORS
+    from dllmrl.methods import get_method
+    from dllmrl.registry import STEP_SELECTORS
 
     method = get_method(cfg.method)
     STEP_SELECTORS.get(cfg.select)  # unknown name -> "did you mean"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import ConfigError
+from dllmrl.errors import ConfigError
 
 LORA_MODES = ("auto", "on", "off")
 LORA_AUTO_PARAMS = 300_000_000

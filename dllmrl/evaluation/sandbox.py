@@ -1,6 +1,6 @@
 """Run model-written Python programs without trusting them.
 
-    from dllmrl.sandbox import run_program, run_many
+    from dllmrl.evaluation.sandbox import run_program, run_many
     res = run_program("assert 1 + 1 == 2", timeout_s=10, memory_mb=1024)
     res.passed, res.timed_out, res.stdout, res.stderr
 

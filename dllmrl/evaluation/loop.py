@@ -1,9 +1,9 @@
 """The evaluation loop behind ``dllmrl eval``: generate, score, write records, resume.
 
-    from dllmrl.evaluation import EvalConfig, evaluate
+    from dllmrl.evaluation.loop import EvalConfig, evaluate
     results = evaluate(task, adapter, EvalConfig(task="sudoku", gen_lens=(32,), out="runs/eval/x"))
 
-For each generation length: the split's prompts are batched through ``dllmrl.sampler.sample``,
+For each generation length: the split's prompts are batched through ``dllmrl.sampling.sampler.sample``,
 each completion is decoded, scored by the task pack (a thread pool for code packs, whose checks are
 sandbox subprocesses) and appended to ``records.jsonl`` as soon as its batch is done. A record
 carries its generation settings; a rerun skips every example that already has a record with the
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import REMASKING, SamplerConfig
-from .errors import ConfigError, DataError
+from dllmrl.config import REMASKING, SamplerConfig
+from dllmrl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def score_one(task: Any, ex: Any, completion: str, prompt_style: str) -> dict[str, Any]:
     """The scoring part of a record: extracted answer, correctness, rewards and the pack's details."""
-    from tasks.base import response_text, total_reward
+    from dllmrl.tasks.base import response_text, total_reward
 
     response = response_text(task, completion, prompt_style)
     reward, parts = total_reward(task, ex, response)
@@ -185,14 +185,14 @@ def evaluate(
 ) -> EvalResults:
     """Run the evaluation for every generation length of ``cfg``; see the module docstring.
 
-    ``guidance`` (a dllmrl.guidance.GuidanceConfig) with its loaded ``reward`` model steers sampling
+    ``guidance`` (a dllmrl.sampling.guidance.GuidanceConfig) with its loaded ``reward`` model steers sampling
     at test time; its settings become part of each record's settings, so guided and unguided
     records never mix on resume.
     """
     import torch
 
-    from .guidance import GuidanceConfig, guided_sample
-    from tasks.base import response_text
+    from dllmrl.sampling.guidance import GuidanceConfig, guided_sample
+    from dllmrl.tasks.base import response_text
 
     examples = task.load(cfg.split, prompt_style=cfg.prompt_style)
     n = len(examples) if cfg.limit is None else min(cfg.limit, len(examples))

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import SamplerConfig
-from .keepers import FixedSteps, GreedyKeeper
-from .models.base import ModelAdapter
-from .trajectory import StepEvent, Trajectory
+from dllmrl.config import SamplerConfig
+from dllmrl.sampling.keepers import FixedSteps, GreedyKeeper
+from dllmrl.models.base import ModelAdapter
+from dllmrl.sampling.trajectory import StepEvent, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def sample(
     """Denoise ``cfg.gen_len`` masked positions after each (left-padded) prompt; return the trajectory.
 
     ``guide(logits, x, attention_mask, prompt_len) -> logits`` may adjust the logits of each step before
-    candidates are chosen (reward guidance, dllmrl.guidance).
+    candidates are chosen (reward guidance, dllmrl.sampling.guidance).
     """
     device = prompt_ids.device
     B, P = prompt_ids.shape

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import SamplerConfig
-from .errors import ConfigError, ModelLoadError
+from dllmrl.config import SamplerConfig
+from dllmrl.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def check_vocabularies(dllm: Any, reward: RewardModel) -> None:
 def load_reward_model(name: str, device: torch.device, dtype: torch.dtype) -> RewardModel:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .models.loading import resolve_source
+    from dllmrl.models.loading import resolve_source
 
     source = resolve_source(name, what="--reward-model")
     try:
@@ -181,7 +181,7 @@ def guided_sample(
     guidance_generator: torch.Generator | None = None, on_step: Callable | None = None,
 ):
     """Sample with the configured guidance; returns a Trajectory (best-of-n: the winners' trajectories)."""
-    from .sampler import sample
+    from dllmrl.sampling.sampler import sample
 
     if gcfg.guidance == "none":
         return sample(adapter, prompt_ids, attention_mask, scfg, generator=generator, on_step=on_step)
@@ -195,8 +195,8 @@ def guided_sample(
 def best_of_n(adapter: Any, prompt_ids: Tensor, attention_mask: Tensor, scfg: SamplerConfig, reward: RewardModel,
               n: int, *, generator: torch.Generator | None = None):
     """n samples per prompt (temperature from scfg; use > 0 for diversity), keep the highest reward."""
-    from .sampler import sample
-    from .trajectory import Trajectory
+    from dllmrl.sampling.sampler import sample
+    from dllmrl.sampling.trajectory import Trajectory
 
     B = prompt_ids.shape[0]
     trajs, scores = [], []

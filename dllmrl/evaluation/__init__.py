@@ -1,0 +1,1 @@
+"""Evaluation: the resumable evaluation loop, re-scoring of saved completions, and the code sandbox."""

@@ -1,0 +1,1 @@
+"""Training: the shared skeleton, RL rollouts and trainer, SFT, checkpoints, LoRA, accelerate set-up and metrics."""
