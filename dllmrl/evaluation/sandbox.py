@@ -4,51 +4,66 @@
     res = run_program("assert 1 + 1 == 2", timeout_s=10, memory_mb=1024)
     res.passed, res.timed_out, res.stdout, res.stderr
 
-A program passes only when it runs to its end: after the program returns, our runner prints a
-completion marker carrying a random nonce, and ``passed`` needs that marker plus exit status 0.
-So ``sys.exit(0)`` or ``os._exit(0)`` before the tests, a crash, a timeout or an output flood is
-never a pass.
+A program passes only when it runs to its end: after the program returns, the runner prints a
+completion marker carrying a random nonce, and ``passed`` needs that marker, exit status 0 and no
+process of the program still alive. So ``sys.exit(0)`` or ``os._exit(0)`` before the tests, a crash,
+a timeout, an output flood or a leftover background process is never a pass. A program that
+inspects the runner's own frames can find the nonce and fake the marker: this stops naive and
+accidental early exits, not a program written against this harness.
 
-What is covered. Every program runs in a fresh temporary directory (its working directory and
-HOME), in its own session / process group, with limits on address space (``memory_mb``), CPU time,
-wall time (``timeout_s``), processes, open files, file size and captured output. When the machine
-allows it (root and ``unshare``: checked once, see ``isolation()``), the program also gets:
+In every mode ``run_program`` returns a result whatever the program does (its source need not even
+be valid UTF-8), and the program runs with limits on address space (``memory_mb``), CPU time, wall
+time (``timeout_s``), file size, open files and captured output.
 
-- its own PID namespace: it cannot see or signal anything outside, and when the run ends the whole
-  namespace is killed by the kernel, so no process is ever left behind (double-daemonised ones too);
-- its own network namespace with no interfaces up: no sockets reach anything;
-- its own mount namespace and an unprivileged, otherwise unused uid: it cannot delete, write or
-  kill anything that belongs to anyone else. The Python installation is bind-mounted (read-only by
-  permissions) inside the namespace so that the unprivileged uid can run it, and the interpreter
-  starts with ``-I -S`` (no user site, no site-packages: programs get the standard library only).
+Namespace mode (``isolation() == "namespaces"``: root, Linux x86_64/aarch64, ``ldd``; probed once
+by running a program). Each run gets fresh mount, PID, network, IPC and UTS namespaces and an
+unused uid (see ``sandbox_jail``). Guaranteed:
 
-What is not covered. World-writable directories (``/tmp``, ``/dev/shm``) stay writable by the
-program (each file is capped by the file-size limit). A program that inspects the runner's own
-frames can find the nonce and fake the marker: this stops naive and accidental early exits, not a
-program written against this harness. Without root or without ``unshare`` the fallback keeps the
-process group, limits and temporary directory but runs as the caller's user, with the network
-and the caller's files reachable, and a child that leaves the session can survive: run RL on code
-inside a container then (``isolation()`` says which mode is active; a warning is logged once).
+- it sees only the Python installation (read-only, site-packages hidden: the standard library
+  only), the directories of the shared libraries the interpreter links (read-only), five device
+  files, its own /proc, and one private tmpfs of MAX_SCRATCH_BYTES / MAX_SCRATCH_INODES mounted at
+  /work (its directory, the only one it owns), /tmp, /var/tmp and /dev/shm. The repository, the
+  task data, the host's /tmp and every other file of the host are not in its filesystem at all;
+- nothing it writes reaches the host: the tmpfs disappears with the mount namespace, and no host
+  directory is created for the run;
+- at most MAX_PROCESSES processes; liveness is decided by the namespace's PID 1 and the kernel, not
+  by code the program can patch, and when ``run_program`` returns every process of the run is gone
+  (the kernel kills the whole PID namespace and the wait on its init returns only after that);
+- no network interface is up; it cannot signal, ptrace or write anything of anyone else.
+
+Fallback mode (``"process-group"``: anything else; a warning is logged once). The program runs as
+the caller's user in a fresh host temporary directory (cwd, HOME, TMPDIR, TMP, TEMP), in its own
+session, with the same limits plus a process limit (which root ignores). Guaranteed: a result is
+returned; the directory is removed afterwards however deep or chmod-ed its tree is; processes still
+in the program's session when it ends fail the run and are killed (checked from here, in /proc).
+Not prevented: files written by absolute path anywhere the caller may write (/tmp, /dev/shm,
+/var/tmp, the caller's home) stay; it can read every file the caller can (the repository, the task
+data, others' files in /tmp); a process that leaves the session (``setsid``) escapes both the check
+and the kill; the network is reachable. Run code RL in a container (as root) there.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import platform
 import random
 import secrets
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+from dllmrl.evaluation.remove_tree import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -60,62 +75,20 @@ MAX_OUTPUT_BYTES = 1 << 20
 MAX_PROCESSES = 32
 MAX_FILE_BYTES = 16 << 20
 MAX_OPEN_FILES = 64
+MAX_SCRATCH_BYTES = 64 << 20
+"""Namespace mode: all of /work, /tmp, /var/tmp and /dev/shm together."""
+MAX_SCRATCH_INODES = 4096
 _UID_RANGE = (200_000, 260_000)  # uids no account uses; one fresh uid per run
-
-# The runner: started as root inside the namespaces when isolation is full, it drops to the run's
-# uid, sets the limits, reads the nonce from stdin, runs the program as __main__, then prints the
-# marker. Kept as text so that it runs under `python -I -S` with nothing of ours imported.
-_RUNNER = r'''
-import os, resource, sys
-def _main():
-    uid, mem, cpu, nproc, fsize, nofile = (int(a) for a in sys.argv[2:8])
-    nonce = sys.stdin.readline().strip()
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    if uid >= 0:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    for lim, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_NPROC, nproc),
-                     (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0)):
-        if val >= 0:
-            resource.setrlimit(lim, (val, val))
-    path = sys.argv[1]
-    os.chdir(os.path.dirname(path))
-    with open(path, encoding="utf-8") as f:
-        code = compile(f.read(), "program.py", "exec")
-    sys.argv = ["program.py"]
-    exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    left = _left_behind(uid >= 0)
-    if left:
-        os.write(2, ("sandbox: the program left processes running: %s\n" % left).encode())
-        os._exit(3)
-    os.write(1, ("\n" + MARKER + nonce + "\n").encode())
-def _left_behind(own_pid_namespace):
-    # In its own PID namespace every other live process is the program's; otherwise look at our session.
-    me, sid, out = os.getpid(), os.getsid(0), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and (own_pid_namespace or int(fields[3]) == sid):
-            out.append(int(name))
-    return out
-_main()
-'''.replace("MARKER", repr(MARKER))
+_HERE = Path(__file__).resolve().parent
+_JAIL = _HERE / "sandbox_jail.py"
+_PIVOT_ROOT_ARCHS = ("x86_64", "aarch64")  # the syscall numbers sandbox_jail knows
+_GRACE_S = 10.0  # how long the jail's supervisor gets to tear the namespace down once asked
 
 
 @dataclass(frozen=True)
 class SandboxResult:
     passed: bool
-    """The program ran to its end: the runner's completion marker was printed and the exit status was 0."""
+    """The program ran to its end: the completion marker, exit status 0, nothing of it left running."""
     timed_out: bool
     """Killed at the wall-clock limit (or by the CPU-time limit)."""
     stdout: str
@@ -127,6 +100,8 @@ class SandboxResult:
     seconds: float = 0.0
     isolation: str = ""
     """'namespaces' (full) or 'process-group' (fallback); see the module docstring."""
+    left_processes: bool = False
+    """Some process of the program was still alive after it ended (killed, and the run fails)."""
 
     @property
     def status(self) -> str:
@@ -138,59 +113,186 @@ class SandboxResult:
         return "output-limit" if self.output_exceeded else "failed"
 
 
+@dataclass(frozen=True)
+class _Layout:
+    exe: str
+    """The base interpreter (not a venv's), by its real path."""
+    read_only: tuple[str, ...]
+    """Host directories bound read-only at the same path: the installation, the shared-library folders."""
+    hide: tuple[str, ...]
+    """site-packages folders inside the installation, covered by an empty read-only tmpfs."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    out: bytes
+    err: bytes
+    timed_out: bool
+    flooded: bool
+    returncode: int | None
+    cpu_s: float
+    left: bool
+
+
 @functools.lru_cache(maxsize=1)
 def isolation() -> str:
-    """'namespaces' when runs get PID/net/mount namespaces and their own uid, else 'process-group'."""
-    if os.name != "posix" or shutil.which("unshare") is None or shutil.which("mount") is None or os.geteuid() != 0:
-        mode = "process-group"
-    else:
-        try:
-            ok = subprocess.run(
-                ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-                 "--propagation", "private", "true"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
-            ).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        mode = "namespaces" if ok else "process-group"
-    if mode != "namespaces":
-        log.warning(
-            "sandbox: namespaces are not available here (needs root and unshare); programs run as your user "
-            "with limits only. Run code RL inside a container."
-        )
-    return mode
+    """'namespaces' when runs get their own namespaces, root and uid (probed once), else 'process-group'."""
+    why = _namespace_blocker()
+    if why is None:
+        probe = _run("print('ok')", 10.0, 256, "namespaces")
+        if not (probe.passed and probe.stdout.strip() == "ok"):
+            why = "the probe run failed: " + ((probe.stderr.strip().splitlines() or ["no output"])[-1])
+    if why is None:
+        return "namespaces"
+    log.warning("sandbox: namespaces are not available (%s); programs run as your user with limits only and can "
+                "read your files and leave files in /tmp. Run code RL inside a container, as root.", why)
+    return "process-group"
 
 
-def _python_layout() -> tuple[Path, Path] | None:
-    """(installation prefix, interpreter path inside it), for bind-mounting; None if not resolvable."""
-    prefix = Path(os.path.realpath(sys.base_prefix))
-    exe = Path(os.path.realpath(sys.executable))
+def _namespace_blocker() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    if os.geteuid() != 0:
+        return "not root"
+    if platform.machine() not in _PIVOT_ROOT_ARCHS:
+        return f"pivot_root syscall number unknown for {platform.machine()}"
+    if _layout() is None:
+        return "could not resolve the interpreter's installation and shared libraries (needs ldd)"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _layout() -> _Layout | None:
+    prefix = os.path.realpath(sys.base_prefix)
+    exe = os.path.realpath(sys.executable)
+    if not exe.startswith(prefix + os.sep):  # a venv with a copied interpreter: use the base one
+        exe = os.path.join(prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    stdlib = sysconfig.get_path("stdlib", vars={"installed_base": prefix, "base": prefix})
+    dynload = Path(stdlib) / "lib-dynload"
+    objects = [exe, *map(str, sorted(dynload.glob("*.so")))]
     try:
-        return prefix, exe.relative_to(prefix)
-    except ValueError:
+        out = subprocess.run(["ldd", *objects], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
         return None
+    libs = {word for line in out.splitlines() for word in line.split() if word.startswith("/") and "(0x" in line}
+    dirs = sorted({os.path.dirname(p) for p in libs} - {""})
+    dirs = [d for d in dirs if not (d + os.sep).startswith(prefix + os.sep)]
+    if not os.path.isfile(exe) or not dirs or any(p == "/tmp" or p.startswith("/tmp/") for p in [prefix, *dirs]):
+        return None  # the jail builds its root over /tmp: nothing it binds may live there
+    hide = {sysconfig.get_path(k, vars={"base": prefix, "platbase": prefix}) for k in ("purelib", "platlib")}
+    hide = sorted(h for h in hide if h.startswith(prefix + os.sep) and os.path.isdir(h))
+    return _Layout(exe, (prefix, *dirs), tuple(hide))
 
 
-def _command(root: Path, program: Path, uid: int, memory_mb: int, cpu_s: int) -> list[str]:
-    limits = [str(uid), str(memory_mb << 20), str(cpu_s), str(_process_limit(uid)), str(MAX_FILE_BYTES),
-              str(MAX_OPEN_FILES)]
-    runner = root / "runner.py"
-    layout = _python_layout() if uid >= 0 else None
-    if layout is None:
-        return [sys.executable, "-I", "-S", str(runner), str(program), *limits]
-    prefix, rel = layout
-    mnt = root / "py"
-    # As root inside the new mount namespace: expose the interpreter where the run's uid can reach it.
-    script = 'mount --bind "$0" "$1" && m="$1" && exe="$2" && shift 2 && exec "$m/$exe" -I -S "$@"'
-    return ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private",
-            "sh", "-c", script, str(prefix), str(mnt), str(rel), str(runner), str(program), *limits]
+@functools.lru_cache(maxsize=1)
+def _runner_text() -> str:
+    return (_HERE / "sandbox_runner.py").read_text(encoding="utf-8")
 
 
-def _process_limit(uid: int) -> int:
-    """RLIMIT_NPROC counts every process of the real uid: a fresh uid gets MAX_PROCESSES; the caller's
-    own uid (fallback) gets what it already runs plus MAX_PROCESSES; root ignores the limit (-1: unset)."""
-    if uid >= 0:
-        return MAX_PROCESSES
+def run_program(source: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB) -> SandboxResult:
+    """Run ``source`` as a Python program in the sandbox; see the module docstring for the guarantees."""
+    return _run(source, timeout_s, memory_mb, isolation())
+
+
+def _run(source: str, timeout_s: float, memory_mb: int, mode: str) -> SandboxResult:
+    start = time.monotonic()
+    data = source.encode("utf-8", "surrogatepass")  # a lone surrogate becomes the program's SyntaxError
+    nonce = secrets.token_hex(16)
+    # CPU time is a backstop behind the wall clock, generous enough never to fire first for one thread.
+    cpu_s = int(2 * timeout_s) + 5
+    if mode == "namespaces":
+        res = _run_jailed(data, nonce, timeout_s, memory_mb, cpu_s)
+    else:
+        res = _run_fallback(data, nonce, timeout_s, memory_mb, cpu_s)
+    stdout = res.out.decode("utf-8", "replace")
+    marker = f"\n{MARKER}{nonce}\n"
+    finished = marker in stdout
+    stdout = stdout.replace(marker, "")
+    stderr = res.err.decode("utf-8", "replace")
+    if res.left:
+        stderr += "\nsandbox: the program left processes running (killed)\n"
+    passed = finished and res.returncode == 0 and not res.timed_out and not res.flooded and not res.left
+    timed_out = res.timed_out or res.cpu_s >= cpu_s - 0.5  # a CPU-time kill is a timeout too
+    return SandboxResult(passed, timed_out, stdout, stderr, res.returncode, res.flooded,
+                         time.monotonic() - start, mode, res.left)
+
+
+def _run_jailed(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu_s: int) -> _Outcome:
+    layout = _layout()
+    assert layout is not None  # isolation() checked it
+    uid = random.randint(*_UID_RANGE)
+    status_r, status_w = os.pipe()
+    cfg = {"uid": uid, "exe": layout.exe, "read_only": layout.read_only, "hide": layout.hide,
+           "runner": _runner_text(), "limits": [uid, memory_mb << 20, cpu_s, MAX_PROCESSES, MAX_FILE_BYTES,
+                                                MAX_OPEN_FILES],
+           "scratch_bytes": MAX_SCRATCH_BYTES, "scratch_inodes": MAX_SCRATCH_INODES, "status_fd": status_w,
+           "backstop_s": timeout_s + 2 * _GRACE_S}
+    with open(status_r, "rb") as status:
+        try:
+            proc = subprocess.Popen(
+                [layout.exe, "-I", "-S", str(_JAIL), json.dumps(cfg)], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w,),
+                start_new_session=True, cwd="/",
+            )
+        finally:
+            os.close(status_w)
+        _send(proc, nonce.encode() + b"\n" + data)
+        out, err, timed_out, flooded = _collect(proc, timeout_s, stop=lambda: _signal(proc.pid, signal.SIGTERM))
+        try:
+            proc.wait(timeout=_GRACE_S)
+        except subprocess.TimeoutExpired:  # never seen: the supervisor is ours; the init dies with it anyway
+            proc.kill()
+            proc.wait()
+            _sweep_uid(uid)
+        report = status.read().decode("ascii", "replace").split()
+    if len(report) != 3:  # the runner never ended normally: setup failed or we stopped it
+        return _Outcome(out, err, timed_out, flooded, None, 0.0, False)
+    return _Outcome(out, err, timed_out, flooded, int(report[0]), float(report[1]), report[2] == "1")
+
+
+def _run_fallback(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu_s: int) -> _Outcome:
+    work = tempfile.mkdtemp(prefix="dllmrl-sandbox-")
+    try:
+        program = os.path.join(work, "program.py")
+        with open(program, "wb") as f:
+            f.write(data)
+        limits = [-1, memory_mb << 20, cpu_s, _process_limit(), MAX_FILE_BYTES, MAX_OPEN_FILES]
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "TMP": work, "TEMP": work,
+               "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _runner_text(), program, *map(str, limits)], cwd=work, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        _send(proc, nonce.encode() + b"\n")
+        out, err, timed_out, flooded = _collect(proc, timeout_s, stop=lambda: _signal(-proc.pid, signal.SIGKILL))
+        # Decided here, from /proc, while the (unreaped) runner keeps its session id reserved.
+        left = bool(_session_members(proc.pid, exclude=proc.pid))
+        _kill_session(proc.pid)
+        rc, cpu = _reap(proc)
+    finally:
+        remove_tree(work)
+    return _Outcome(out, err, timed_out, flooded, rc, cpu, left)
+
+
+def _send(proc: subprocess.Popen, data: bytes) -> None:
+    try:
+        proc.stdin.write(data)  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+    except BrokenPipeError:
+        pass
+
+
+def _signal(pid: int, sig: int) -> None:
+    """os.kill (a negative pid: its process group), ignoring a target already gone."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _process_limit() -> int:
+    """RLIMIT_NPROC counts every process of the real uid: what the caller already runs plus MAX_PROCESSES;
+    root ignores the limit (-1: unset)."""
     if os.geteuid() == 0:
         return -1
     mine = 0
@@ -203,78 +305,46 @@ def _process_limit(uid: int) -> int:
     return mine + MAX_PROCESSES
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _stat_fields(pid: str) -> list[str] | None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
+    except (OSError, IndexError):
+        return None
+
+
+def _session_members(sid: int, exclude: int = -1) -> list[int]:
+    """Live (not zombie) processes of session ``sid``, read from /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != exclude:
+            fields = _stat_fields(name)
+            if fields and fields[0] not in "ZX" and int(fields[3]) == sid:
+                found.append(int(name))
+    return found
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL the session's process group and any member that moved to another group, until none is left."""
+    for _ in range(200):
+        _signal(-sid, signal.SIGKILL)
+        members = _session_members(sid, exclude=sid)
+        if not members:
+            return
+        for pid in members:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.005)
+    log.warning("sandbox: processes of session %d survived 200 kill rounds", sid)
 
 
 def _sweep_uid(uid: int) -> None:
-    """Kill any process still running as the run's uid (belt and braces: the PID namespace already did)."""
+    """Kill any process still running as the run's uid (only if the jail's supervisor had to be killed)."""
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            status = (entry / "status").read_text()
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                os.kill(int(entry.name), signal.SIGKILL)
         except OSError:
             continue
-        for line in status.splitlines():
-            if line.startswith("Uid:"):
-                if int(line.split()[1]) == uid:
-                    try:
-                        os.kill(int(entry.name), signal.SIGKILL)
-                    except OSError:
-                        pass
-                break
-
-
-def run_program(source: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB) -> SandboxResult:
-    """Run ``source`` as a Python program in the sandbox; see the module docstring for the guarantees."""
-    mode = isolation()
-    start = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="dllmrl-sandbox-"))
-    uid = random.randint(*_UID_RANGE) if mode == "namespaces" else -1
-    try:
-        os.chmod(root, 0o755)
-        work = root / "work"
-        work.mkdir()
-        (root / "py").mkdir()
-        (root / "runner.py").write_text(_RUNNER)
-        program = work / "program.py"
-        program.write_text(source, encoding="utf-8")
-        if uid >= 0:
-            os.chown(work, uid, uid)  # its own directory is the one place it may write
-        nonce = secrets.token_hex(16)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        # CPU time is a backstop behind the wall clock, generous enough never to fire first for one
-        # thread (unshare reports a child killed by it only as "sigprocmask unblock failed", exit 1).
-        cpu_s = int(2 * timeout_s) + 5
-        proc = subprocess.Popen(
-            _command(root, program, uid, memory_mb, cpu_s), cwd=work, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
-        try:
-            proc.stdin.write((nonce + "\n").encode())  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass
-        out, err, timed_out, flooded = _collect(proc, timeout_s)
-        _kill_group(proc)  # whatever is left of the session goes, whatever happened (not yet reaped: safe)
-        rc, cpu_used = _reap(proc)
-        if uid >= 0:
-            _sweep_uid(uid)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    stdout = out.decode("utf-8", "replace")
-    marker = f"\n{MARKER}{nonce}\n"
-    finished = marker in stdout
-    stdout = stdout.replace(marker, "")
-    passed = finished and rc == 0 and not timed_out and not flooded
-    # A CPU-time kill is a timeout too; the run's CPU time (its waited-for children included) tells.
-    timed_out = timed_out or cpu_used >= cpu_s - 0.5
-    return SandboxResult(passed, timed_out, stdout, err.decode("utf-8", "replace"), rc, flooded,
-                         time.monotonic() - start, mode)
 
 
 def _reap(proc: subprocess.Popen) -> tuple[int, float]:
@@ -291,12 +361,17 @@ def _reap(proc: subprocess.Popen) -> tuple[int, float]:
     return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def _collect(proc: subprocess.Popen, timeout_s: float) -> tuple[bytes, bytes, bool, bool]:
-    """Read stdout/stderr until the program exits, the deadline or the output cap (killing on the last two).
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether the process has ended, without reaping it (its pid stays reserved for the group kill)."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
-    Does not reap the process: the caller kills the rest of its group first, while the group id
-    cannot yet have been reused.
-    """
+
+def _collect(proc: subprocess.Popen, timeout_s: float, stop: Callable[[], None]) -> tuple[bytes, bytes, bool, bool]:
+    """Read stdout/stderr until the process exits, the deadline or the output cap (calling ``stop`` on the
+    last two). Does not reap the process."""
     sel = selectors.DefaultSelector()
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     for f in bufs:
@@ -308,10 +383,10 @@ def _collect(proc: subprocess.Popen, timeout_s: float) -> tuple[bytes, bytes, bo
         if now >= deadline:
             timed_out = True
             break
-        if exited_at is None and proc.poll() is not None:
+        if exited_at is None and _exited(proc):
             exited_at = now
         if exited_at is not None and now - exited_at > 0.5:
-            break  # a child left behind still holds the pipes: stop reading, the group is killed next
+            break  # a child left behind still holds the pipes: stop reading, it is killed next
         for key, _ in sel.select(timeout=min(deadline - now, 0.1)):
             chunk = os.read(key.fd, 65536)
             if not chunk:
@@ -325,7 +400,7 @@ def _collect(proc: subprocess.Popen, timeout_s: float) -> tuple[bytes, bytes, bo
         if flooded:
             break
     if timed_out or flooded:
-        _kill_group(proc)
+        stop()
     sel.close()
     for f in bufs:
         f.close()

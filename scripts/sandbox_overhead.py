@@ -1,0 +1,30 @@
+"""Per-call overhead of the code sandbox: median wall time of run_program on a trivial program.
+
+    OMP_NUM_THREADS=1 python scripts/sandbox_overhead.py [runs]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+from dllmrl.evaluation.sandbox import isolation, run_program
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    mode = isolation()
+    run_program("pass")  # warm the caches (probe, interpreter files)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        res = run_program("assert 1 + 1 == 2")
+        times.append(time.perf_counter() - t)
+        assert res.passed, res
+    print(f"mode={mode} runs={runs} median={1000 * statistics.median(times):.1f} ms "
+          f"min={1000 * min(times):.1f} ms max={1000 * max(times):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
