@@ -1,7 +1,9 @@
 """The sandbox against hostile programs: each ends "not passed", the caller survives, nothing is left behind.
 
-Outcomes are asserted, never wall time. Cases needing namespaces (root + unshare) skip elsewhere,
-saying so: the fallback mode does not claim those protections.
+Outcomes are asserted, never wall time. Cases needing namespaces (root, Linux) skip elsewhere,
+saying so: the fallback mode does not claim those protections. The hostile cases taking the ``mode``
+fixture run in both modes where this machine has namespaces (the fallback is forced by patching
+``isolation``) and assert in each mode exactly what the module docstring guarantees for it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from dllmrl.evaluation import sandbox
 from dllmrl.evaluation.sandbox import MAX_OUTPUT_BYTES, isolation, run_many, run_program
 
-isolated = pytest.mark.skipif(isolation() != "namespaces", reason="needs root and unshare (namespace isolation)")
+NAMESPACES, FALLBACK = "namespaces", "process-group"
+isolated = pytest.mark.skipif(isolation() != NAMESPACES, reason="needs namespace isolation (root, Linux)")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _sandbox_dirs() -> set[str]:
@@ -36,6 +41,16 @@ def _procs_with(token: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+@pytest.fixture(params=[NAMESPACES, FALLBACK])
+def mode(request, monkeypatch):
+    """Run the test in namespace mode (where available) and in the forced fallback mode."""
+    if request.param == NAMESPACES and isolation() != NAMESPACES:
+        pytest.skip("namespace mode is not available on this machine (needs root, Linux x86_64/aarch64, ldd)")
+    if request.param == FALLBACK:
+        monkeypatch.setattr(sandbox, "isolation", lambda: FALLBACK)
+    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +195,120 @@ def test_run_many_keeps_order_and_runs_all():
     res = run_many(progs, timeout_s=2, memory_mb=512, workers=2)
     assert [r.passed for r in res] == [True, False, False, True]
     assert res[2].timed_out and res[3].stdout.strip() == "7"
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_deep_directory_tree_is_removed(mode):
+    # mkdir + chdir 3000 deep, the last levels locked: shutil.rmtree recursed into a RecursionError here.
+    src = (
+        "import os\n"
+        "for i in range(3000):\n"
+        "    os.mkdir('d')\n"
+        "    os.chdir('d')\n"
+        "open('f', 'w').write('x')\n"
+        "os.chmod('..', 0)\n"
+        "os.chmod('.', 0)\n"
+        "print('deep')\n"
+    )
+    res = run_program(src, timeout_s=30, memory_mb=512)
+    assert res.passed and res.stdout.strip() == "deep" and res.isolation == mode  # and no directory left (fixture)
+
+
+def test_lone_surrogate_in_the_source_is_a_failed_run(mode):
+    res = run_program("x = '\ud800'\nprint('never')\n", timeout_s=10, memory_mb=512)
+    assert not res.passed and "SyntaxError" in res.stderr and "never" not in res.stdout
+
+
+def test_files_left_in_temporary_directories(mode):
+    token = f"dllmrl-left-{uuid.uuid4().hex}"
+    places = [Path(d) / token for d in ("/tmp", "/dev/shm", "/var/tmp")]
+    src = (
+        "import tempfile\n"
+        f"for p in {[str(p) for p in places]!r}:\n"
+        "    open(p, 'w').write('left')\n"
+        "fd, path = tempfile.mkstemp()\n"
+        "print(path)\n"
+    )
+    try:
+        res = run_program(src, timeout_s=10, memory_mb=512)
+        assert res.passed
+        assert not Path(res.stdout.strip()).exists()  # TMPDIR is its own directory in both modes
+        left = [p for p in places if p.exists()]
+    finally:
+        for p in places:
+            p.unlink(missing_ok=True)
+    if mode == FALLBACK:
+        pytest.skip("process-group mode: files written by absolute path to /tmp, /dev/shm, /var/tmp stay (documented)")
+    assert left == []
+
+
+def test_reads_nothing_of_the_host(mode):
+    if mode == FALLBACK:
+        pytest.skip("process-group mode: the program runs as the caller's user and can read the caller's files")
+    with tempfile.NamedTemporaryFile("w", dir="/tmp", prefix="dllmrl-secret-", suffix=".txt") as other:
+        other.write("secret")
+        other.flush()
+        os.chmod(other.name, 0o644)
+        private = [REPO / "README.md", REPO / "tasks" / "sudoku" / "data" / "4x4_test_sudoku.csv",
+                   REPO / "dllmrl" / "evaluation" / "sandbox.py", Path(other.name)]
+        assert all(p.is_file() for p in private)
+        src = (
+            "import os\n"
+            f"for p in {[str(p) for p in private]!r} + ['/etc/passwd']:\n"
+            "    try:\n"
+            "        open(p).read(1)\n"
+            "        print('READ', p)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            f"print(sorted(os.listdir('/tmp')), os.path.exists({str(REPO)!r}))\n"
+        )
+        res = run_program(src, timeout_s=10, memory_mb=512)
+    assert res.passed and "READ" not in res.stdout
+    assert res.stdout.strip() == "[] False"
+
+
+def test_patched_listdir_cannot_hide_a_background_child(mode):
+    token = f"hidden-{uuid.uuid4().hex}"
+    leave_session = mode == NAMESPACES  # the fallback does not claim to catch a child that leaves the session
+    src = (
+        "import os, subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', '{token}'], "
+        f"start_new_session={leave_session})\n"
+        "os.listdir = lambda path='.': []\n"
+        "os.scandir = lambda path='.': iter([])\n"
+    )
+    res = run_program(src, timeout_s=10, memory_mb=512)
+    assert not res.passed and "left processes running" in res.stderr
+    assert _procs_with(token) == []
+
+
+def test_fork_bomb_is_reaped_before_return(mode):
+    if mode == FALLBACK and os.geteuid() == 0:
+        pytest.skip("process-group mode as root: RLIMIT_NPROC does not bind root, so a fork bomb is not contained")
+    token = f"bomb-{uuid.uuid4().hex}"
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    # The bombers leave the session; the program itself ends normally with the bomb still running.
+    src = (
+        "import os, sys, time\n"
+        "print(os.getuid(), flush=True)\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        f"    os.execv(sys.executable, [sys.executable, '-S', '-c', {bomb!r}, '{token}'])\n"
+        "time.sleep(1)\n"
+        "os.listdir = lambda path='.': []\n"
+    )
+    res = run_program(src, timeout_s=10, memory_mb=256)
+    assert not res.passed and "left processes running" in res.stderr
+    assert _procs_with(token) == []
+    if mode == NAMESPACES:
+        assert _pids_of_uid(int(res.stdout.split()[0])) == []

@@ -45,10 +45,8 @@ and the kill; the network is reachable. Run code RL in a container (as root) the
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import platform
 import random
 import secrets
 import selectors
@@ -154,8 +152,8 @@ def _namespace_blocker() -> str | None:
         return "not Linux"
     if os.geteuid() != 0:
         return "not root"
-    if platform.machine() not in _PIVOT_ROOT_ARCHS:
-        return f"pivot_root syscall number unknown for {platform.machine()}"
+    if os.uname().machine not in _PIVOT_ROOT_ARCHS:
+        return f"pivot_root syscall number unknown for {os.uname().machine}"
     if _layout() is None:
         return "could not resolve the interpreter's installation and shared libraries (needs ldd)"
     return None
@@ -222,15 +220,13 @@ def _run_jailed(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu_s
     assert layout is not None  # isolation() checked it
     uid = random.randint(*_UID_RANGE)
     status_r, status_w = os.pipe()
-    cfg = {"uid": uid, "exe": layout.exe, "read_only": layout.read_only, "hide": layout.hide,
-           "runner": _runner_text(), "limits": [uid, memory_mb << 20, cpu_s, MAX_PROCESSES, MAX_FILE_BYTES,
-                                                MAX_OPEN_FILES],
-           "scratch_bytes": MAX_SCRATCH_BYTES, "scratch_inodes": MAX_SCRATCH_INODES, "status_fd": status_w,
-           "backstop_s": timeout_s + 2 * _GRACE_S}
+    limits = [uid, memory_mb << 20, cpu_s, MAX_PROCESSES, MAX_FILE_BYTES, MAX_OPEN_FILES]
+    args = [uid, layout.exe, status_w, MAX_SCRATCH_BYTES, MAX_SCRATCH_INODES, timeout_s + 2 * _GRACE_S,
+            _runner_text(), " ".join(map(str, limits)), "\n".join(layout.read_only), "\n".join(layout.hide)]
     with open(status_r, "rb") as status:
         try:
             proc = subprocess.Popen(
-                [layout.exe, "-I", "-S", str(_JAIL), json.dumps(cfg)], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                [layout.exe, "-I", "-S", str(_JAIL), *map(str, args)], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w,),
                 start_new_session=True, cwd="/",
             )

@@ -1,7 +1,8 @@
 """One sandboxed run in fresh namespaces: stdlib only, never imported by dllmrl.
 
-``dllmrl.evaluation.sandbox`` starts this file as root with ``python -I -S sandbox_jail.py CONFIG_JSON``,
-the nonce line and the program's source bytes on stdin, and a status pipe on ``CONFIG["status_fd"]``.
+``dllmrl.evaluation.sandbox`` starts this file as root with ``python -I -S sandbox_jail.py`` and the
+arguments named in ``_config`` (lists joined by newlines: json and platform would double the start-up
+time), the nonce line and the program's source bytes on stdin, and a status pipe on STATUS_FD.
 Three processes take part:
 
 - the supervisor (this script's own process, in the caller's PID namespace) unshares the mount, PID,
@@ -23,9 +24,7 @@ and all of it vanishes with the mount namespace.
 """
 
 import ctypes
-import json
 import os
-import platform
 import signal
 import sys
 
@@ -97,7 +96,7 @@ def _build_root(cfg, source):
     os.mkdir(NEW + "/proc")
     _mount("proc", NEW + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.mkdir(NEW + "/.old")
-    _call(_libc.syscall(SYS_PIVOT_ROOT[platform.machine()], NEW.encode(), (NEW + "/.old").encode()), "pivot_root")
+    _call(_libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], NEW.encode(), (NEW + "/.old").encode()), "pivot_root")
     os.chdir("/")
     _call(_libc.umount2(b"/.old", MNT_DETACH), "umount old root")
     os.rmdir("/.old")
@@ -166,9 +165,22 @@ def _stop(signum, frame):
             pass
 
 
+def _config(argv):
+    names = ("uid", "exe", "status_fd", "scratch_bytes", "scratch_inodes", "backstop_s", "runner", "limits",
+             "read_only", "hide")
+    cfg = dict(zip(names, argv))
+    for key in ("uid", "status_fd", "scratch_bytes", "scratch_inodes"):
+        cfg[key] = int(cfg[key])
+    cfg["backstop_s"] = float(cfg["backstop_s"])
+    cfg["limits"] = cfg["limits"].split()
+    cfg["read_only"] = cfg["read_only"].split("\n")
+    cfg["hide"] = [p for p in cfg["hide"].split("\n") if p]
+    return cfg
+
+
 def main():
     global _init_pid
-    cfg = json.loads(sys.argv[1])
+    cfg = _config(sys.argv[1:])
     nonce, _, source = sys.stdin.buffer.read().partition(b"\n")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
