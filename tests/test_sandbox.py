@@ -312,3 +312,24 @@ def test_fork_bomb_is_reaped_before_return(mode):
     assert _procs_with(token) == []
     if mode == NAMESPACES:
         assert _pids_of_uid(int(res.stdout.split()[0])) == []
+
+
+def test_remove_tree_is_iterative_and_follows_no_symlink(tmp_path):
+    from dllmrl.evaluation.remove_tree import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    top = tmp_path / "top"
+    top.mkdir()
+    here, name = os.open(tmp_path, os.O_RDONLY), "top"
+    for _ in range(3000):  # deeper than a path may be long: built through directory fds
+        deeper = os.open(name, os.O_RDONLY, dir_fd=here)
+        os.close(here)
+        here, name = deeper, "d"
+        os.mkdir(name, dir_fd=here)
+    os.symlink(outside, "link", dir_fd=here)
+    os.chmod("d", 0, dir_fd=here)
+    os.close(here)
+    assert remove_tree(str(top)) and not top.exists()
+    assert (outside / "keep.txt").read_text() == "keep"

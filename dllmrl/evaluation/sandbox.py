@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from dllmrl.evaluation.processes import kill_session, process_limit, session_members, sweep_uid
 from dllmrl.evaluation.remove_tree import remove_tree
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def _run_jailed(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu_s
         except subprocess.TimeoutExpired:  # never seen: the supervisor is ours; the init dies with it anyway
             proc.kill()
             proc.wait()
-            _sweep_uid(uid)
+            sweep_uid(uid)
         report = status.read().decode("ascii", "replace").split()
     if len(report) != 3:  # the runner never ended normally: setup failed or we stopped it
         return _Outcome(out, err, timed_out, flooded, None, 0.0, False)
@@ -252,7 +253,7 @@ def _run_fallback(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu
         program = os.path.join(work, "program.py")
         with open(program, "wb") as f:
             f.write(data)
-        limits = [-1, memory_mb << 20, cpu_s, _process_limit(), MAX_FILE_BYTES, MAX_OPEN_FILES]
+        limits = [-1, memory_mb << 20, cpu_s, process_limit(MAX_PROCESSES), MAX_FILE_BYTES, MAX_OPEN_FILES]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "TMP": work, "TEMP": work,
                "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         proc = subprocess.Popen(
@@ -262,8 +263,8 @@ def _run_fallback(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu
         _send(proc, nonce.encode() + b"\n")
         out, err, timed_out, flooded = _collect(proc, timeout_s, stop=lambda: _signal(-proc.pid, signal.SIGKILL))
         # Decided here, from /proc, while the (unreaped) runner keeps its session id reserved.
-        left = bool(_session_members(proc.pid, exclude=proc.pid))
-        _kill_session(proc.pid)
+        left = bool(session_members(proc.pid, exclude=proc.pid))
+        kill_session(proc.pid)
         rc, cpu = _reap(proc)
     finally:
         remove_tree(work)
@@ -284,63 +285,6 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _process_limit() -> int:
-    """RLIMIT_NPROC counts every process of the real uid: what the caller already runs plus MAX_PROCESSES;
-    root ignores the limit (-1: unset)."""
-    if os.geteuid() == 0:
-        return -1
-    mine = 0
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and entry.stat().st_uid == os.geteuid():
-                mine += 1
-        except OSError:
-            continue
-    return mine + MAX_PROCESSES
-
-
-def _stat_fields(pid: str) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
-    except (OSError, IndexError):
-        return None
-
-
-def _session_members(sid: int, exclude: int = -1) -> list[int]:
-    """Live (not zombie) processes of session ``sid``, read from /proc."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != exclude:
-            fields = _stat_fields(name)
-            if fields and fields[0] not in "ZX" and int(fields[3]) == sid:
-                found.append(int(name))
-    return found
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL the session's process group and any member that moved to another group, until none is left."""
-    for _ in range(200):
-        _signal(-sid, signal.SIGKILL)
-        members = _session_members(sid, exclude=sid)
-        if not members:
-            return
-        for pid in members:
-            _signal(pid, signal.SIGKILL)
-        time.sleep(0.005)
-    log.warning("sandbox: processes of session %d survived 200 kill rounds", sid)
-
-
-def _sweep_uid(uid: int) -> None:
-    """Kill any process still running as the run's uid (only if the jail's supervisor had to be killed)."""
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and entry.stat().st_uid == uid:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except OSError:
-            continue
 
 
 def _reap(proc: subprocess.Popen) -> tuple[int, float]:
