@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _sandbox_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("dllmrl-sandbox-*")}
+    # Ours only: other processes on the machine may be running sandboxes at the same time.
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"dllmrl-sandbox-{os.getpid()}-*")}
 
 
 def _procs_with(token: str) -> list[int]:

@@ -248,7 +248,7 @@ def _run_jailed(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu_s
 
 
 def _run_fallback(data: bytes, nonce: str, timeout_s: float, memory_mb: int, cpu_s: int) -> _Outcome:
-    work = tempfile.mkdtemp(prefix="dllmrl-sandbox-")
+    work = tempfile.mkdtemp(prefix=f"dllmrl-sandbox-{os.getpid()}-")  # the pid: whose run it was
     try:
         program = os.path.join(work, "program.py")
         with open(program, "wb") as f:

@@ -84,6 +84,7 @@ def _scratch(cfg, source):
 
 
 def _build_root(cfg, source):
+    os.umask(0o022)  # the run's uid must be able to walk to the interpreter, whatever the caller's umask
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", NEW, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
     for src in cfg["read_only"]:
@@ -119,23 +120,29 @@ def _exec_runner(cfg, nonce_fd):
 
 def _init(cfg, nonce, source):
     """PID 1 of the run's namespace; never returns."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    status_fd = cfg["status_fd"]
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _build_root(cfg, source)
-    except OSError as e:
-        os.write(2, ("sandbox: cannot build the sandbox root: %s\n" % e).encode())
+        r, w = os.pipe()
+        os.write(w, nonce + b"\n")
+        os.close(w)
+        runner = os.fork()
+        if runner == 0:
+            _exec_runner(cfg, r)
+        os.close(r)
+        report = _wait_for(runner)
+        os.write(cfg["status_fd"], report.encode())
+    except BaseException as e:  # PID 1 must never fall back into the supervisor's code
+        os.write(2, ("sandbox: the sandbox's init failed: %r\n" % (e,)).encode())
         os._exit(1)
-    r, w = os.pipe()
-    os.write(w, nonce + b"\n")
-    os.close(w)
-    runner = os.fork()
-    if runner == 0:
-        _exec_runner(cfg, r)
-    os.close(r)
-    while True:  # orphans of the program are ours to reap too
+    os._exit(0)  # the kernel now kills whatever is left in the namespace
+
+
+def _wait_for(runner):
+    """Wait for the runner, reaping the program's orphans too; 'EXIT_CODE CPU_SECONDS LEFT'."""
+    while True:
         pid, status, usage = os.wait4(-1, 0)
         if pid == runner:
             break
@@ -151,8 +158,7 @@ def _init(cfg, nonce, source):
     except ProcessLookupError:
         left = 0
     cpu = usage.ru_utime + usage.ru_stime
-    os.write(status_fd, ("%d %.3f %d\n" % (os.waitstatus_to_exitcode(status), cpu, left)).encode())
-    os._exit(0)
+    return "%d %.3f %d\n" % (os.waitstatus_to_exitcode(status), cpu, left)
 
 
 def _stop(signum, frame):
