@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of ``path``, one per line; empty lines are ignored, a torn final line is skipped."""
+    """The JSON objects of ``path``, one per line; empty lines are ignored, a torn final line is skipped.
+
+    Torn means: the last line does not parse and has no newline after it (every writer ends each line
+    with one, so only a write cut short leaves such a line). Any other bad line is a ``DataError``.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -48,7 +52,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            if i == last:
+            if i == last and i == len(lines) - 1:  # no newline after it: the write was cut short
                 log.warning("%s:%d: skipping a partly written last line (a run stopped mid-write)", path, i + 1)
                 continue
             raise DataError(f"{path}:{i + 1} is not valid JSON ({e.msg}); fix or delete that line") from None
@@ -93,7 +97,10 @@ def repair_tail(path: Path) -> None:
             f.truncate(start)
 
 
-def disk_error(e: OSError, directory: Path) -> OutputError:
+RERUN = "rerun the same command to resume (whole lines already written are kept)"
+
+
+def disk_error(e: OSError, directory: Path, rerun: str = RERUN) -> OutputError:
     """An OSError while writing run output, as one line that names the directory and the way out."""
     if e.errno == errno.ENOSPC:
         why = "the disk is full"
@@ -101,15 +108,15 @@ def disk_error(e: OSError, directory: Path) -> OutputError:
         why = "it is not writable"
     else:
         why = e.strerror or str(e)
-    return OutputError(f"cannot write to {directory}: {why}; free space or pick another directory, and rerun "
-                       "the same command to resume (whole lines already written are kept)")
+    return OutputError(f"cannot write to {directory}: {why}; free space or pick another directory, then {rerun}")
 
 
 class JsonlAppender:
     """Appends one JSON object per line to ``path``, after repairing a torn tail; ``flush()`` after each batch."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, rerun: str = RERUN):
         self.path = Path(path)
+        self.rerun = rerun
         self._f = None
 
     def __enter__(self) -> "JsonlAppender":
@@ -118,7 +125,7 @@ class JsonlAppender:
             repair_tail(self.path)
             self._f = self.path.open("a", encoding="utf-8")
         except OSError as e:
-            raise disk_error(e, self.path.parent) from None
+            raise disk_error(e, self.path.parent, self.rerun) from None
         return self
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -126,14 +133,14 @@ class JsonlAppender:
         try:
             self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
         except OSError as e:
-            raise disk_error(e, self.path.parent) from None
+            raise disk_error(e, self.path.parent, self.rerun) from None
 
     def flush(self) -> None:
         assert self._f is not None
         try:
             self._f.flush()
         except OSError as e:
-            raise disk_error(e, self.path.parent) from None
+            raise disk_error(e, self.path.parent, self.rerun) from None
 
     def __exit__(self, *exc: Any) -> None:
         f, self._f = self._f, None
@@ -143,17 +150,17 @@ class JsonlAppender:
             f.close()
         except OSError as e:
             if exc[0] is None:
-                raise disk_error(e, self.path.parent) from None
+                raise disk_error(e, self.path.parent, self.rerun) from None
 
 
-def append_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+def append_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]], *, rerun: str = RERUN) -> None:
     """Append ``rows`` to ``path`` (see ``JsonlAppender``)."""
-    with JsonlAppender(path) as out:
+    with JsonlAppender(path, rerun=rerun) as out:
         for row in rows:
             out.write(row)
 
 
-def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]], *, rerun: str = RERUN) -> None:
     """Replace ``path`` with ``rows`` atomically: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -164,4 +171,4 @@ def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise disk_error(e, path.parent) from None
+        raise disk_error(e, path.parent, rerun) from None
