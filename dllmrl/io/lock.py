@@ -6,7 +6,7 @@
 The lock is ``fcntl.flock`` on ``<dir>/.dllmrl.lock``; the file holds the holder's pid, host and command.
 The kernel drops a flock when its process dies, so the lock of a killed run is free again; the file's
 leftover content (a dead pid) is reported and overwritten. Under ``torchrun`` / ``accelerate launch`` only
-rank 0 (the ``RANK`` variable) takes the lock: when rank 0 stops, the launcher stops the other ranks.
+rank 0 takes the lock: when rank 0 stops, the launcher stops the other ranks.
 """
 
 from __future__ import annotations
@@ -128,7 +128,11 @@ class DirLock:
 
 
 def is_rank_zero() -> bool:
-    """True unless this process is a non-zero rank of a torchrun / accelerate launch."""
+    """True unless this process is a non-zero rank of a launch: of a joined process group, else by ``RANK``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
 
 
