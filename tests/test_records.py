@@ -96,8 +96,8 @@ def test_score_counts_a_duplicated_id_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         r = runner.invoke(app, ["score", "gsm8k", str(src), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "counted once" in caplog.text
     assert [s["id"] for s in _lines(out)] == ["a", "b", "a"]  # 2 of 3 correct, not 3 of 4
+    assert "counted once" in caplog.text
 
 
 # ---------------------------------------------------------------- one writer per directory
