@@ -105,7 +105,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Progress:
-    """What the loop reports after each batch (feeds the progress bar)."""
+    """What the loop reports after each batch (feeds the progress bar).
+
+    Under a multi-process launch only rank 0 reports, and ``total`` is the resumed examples plus rank 0's share.
+    """
 
     gen_len: int
     done: int
