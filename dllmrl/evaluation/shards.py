@@ -88,6 +88,8 @@ def fold_shards(out: Path, records: Path, order: Sequence[str]) -> int:
     added = fold_in(records, rows, order) if rows else 0
     for p in shards:  # only after the records are safely in records.jsonl: a crash before this re-folds them
         p.unlink()
+    if shards and not any((out / SHARDS).iterdir()):
+        (out / SHARDS).rmdir()
     return added
 
 
