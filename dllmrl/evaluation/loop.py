@@ -201,6 +201,8 @@ def evaluate(
     if not examples:
         raise DataError(f"split '{cfg.split}' of task '{cfg.task}' is empty")
     ranks = Ranks.current()
+    if ranks.world > 1 and ranks.main:
+        log.info("evaluating %d examples on %d processes", len(examples), ranks.world)
     out = Path(cfg.out)
     lock = DirLock(out, "dllmrl eval", option="--out")
     ranks.run_on_main(lock.acquire)
