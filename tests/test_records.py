@@ -171,3 +171,18 @@ def test_the_stale_lock_of_a_dead_process_is_taken_over(tiny, tmp_path, caplog):
     assert res.lengths[0].n == 2
     assert f"stale lock of pid {dead.pid}" in caplog.text and "no longer running" in caplog.text
     assert lock.read_text() == ""  # released
+
+
+def test_a_whole_last_line_without_its_newline_is_kept(tmp_path):
+    from dllmrl.io.jsonl import append_jsonl, read_jsonl
+
+    p = tmp_path / "rows.jsonl"
+    p.write_text('{"id": "a"}\n{"id": "b"}')  # written by another tool that left out the final newline
+    append_jsonl(p, [{"id": "c"}])
+    assert [r["id"] for r in read_jsonl(p)] == ["a", "b", "c"]
+    p.write_text('{"id": "a"}')  # one torn-looking but whole line, nothing before it
+    append_jsonl(p, [{"id": "c"}])
+    assert p.read_text() == '{"id": "a"}\n{"id": "c"}\n'
+    p.write_text('{"id": "a')  # one torn line and nothing else: the file starts again
+    append_jsonl(p, [{"id": "c"}])
+    assert p.read_text() == '{"id": "c"}\n'

@@ -86,7 +86,8 @@ class DirLock:
             holder = _read_holder(f)
             f.close()
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+                raise OutputError(f"cannot lock {self.path} ({e.strerror}); this file system may not support "
+                                  f"locks: pass a local {self.option} directory") from None
             who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} ({holder.get('command', 'dllmrl')})"
             raise OutputError(f"{self.directory} is in use by {who}; wait for it to finish, stop it, or pass "
                               f"another {self.option}") from None
