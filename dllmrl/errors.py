@@ -22,3 +22,7 @@ class ModelLoadError(DllmrlError):
 
 class DataError(DllmrlError):
     """A data file is missing or malformed."""
+
+
+class OutputError(DllmrlError):
+    """An output directory cannot be used: not a directory, not writable, full, or held by another run."""

@@ -73,6 +73,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 8,
     out: Annotated[Optional[str], typer.Option("--out", help="Directory for records.jsonl and results.json (default: runs/eval/TASK-MODEL).")] = None,
     seed: SeedOpt = 0,
+    bucket: Annotated[bool, typer.Option("--bucket/--no-bucket", help="Batch prompts of similar token length together (less padding); the records do not change.")] = True,
     guidance: GuidanceOpt = "none",
     reward_model: RewardModelOpt = None,
     guidance_steps: GuidanceStepsOpt = 1,
@@ -113,8 +114,13 @@ def eval_command(
         task=task, split=split, gen_lens=lens, steps=steps, block_len=int(r["block_len"]),  # type: ignore[arg-type]
         temperature=float(r["temperature"]), remasking=remasking, cfg_scale=cfg_scale, decode=decode,
         threshold=threshold, prompt_style=r["prompt_style"], raw=raw, batch_size=batch_size, limit=limit, seed=seed,
+        bucket=bucket,
         out=out or default_out(task, model, adapter, adapter_subfolder),
     )
+    from dllmrl.evaluation.shards import Ranks, join_launch
+
+    device = join_launch(device)  # one process of several under torchrun / accelerate launch
+    main = Ranks.current().main
     mcfg = ModelConfig(model=model, adapter=adapter, adapter_subfolder=adapter_subfolder, device=device, dtype=dtype,
                        trust_remote_code=trust_remote_code)
     gcfg = GuidanceConfig(guidance=guidance, reward_model=reward_model, guidance_steps=guidance_steps,
@@ -124,7 +130,8 @@ def eval_command(
     shown["steps"] = steps if steps is not None else "gen_len / 2"
     if gcfg.guidance != "none":
         shown.update({k: v for k, v in gcfg.__dict__.items() if v is not None})
-    err.print(kv_table("dllmrl eval", shown))
+    if main:
+        err.print(kv_table("dllmrl eval", shown))
 
     from dllmrl.models import load_model
 
@@ -136,6 +143,11 @@ def eval_command(
         reward = load_reward_model(gcfg.reward_model, adapter_.device, adapter_.dtype)
         check_vocabularies(adapter_, reward)
     info = {"model": model, "adapter": adapter, "adapter_subfolder": adapter_subfolder}
+    if not main:  # the other ranks generate their share; rank 0 reports
+        from dllmrl.evaluation.loop import evaluate
+
+        evaluate(pack, adapter_, cfg, model_info=info, guidance=gcfg, reward=reward)
+        return
     results = run_with_progress(pack, adapter_, cfg, info, gcfg, reward)
     Console().print(results_table(results))
     err.print(f"[dim]records: {results.records_path}  results: {Path(cfg.out) / 'results.json'}[/]")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,25 +20,6 @@ Examples:
 """
 
 
-def read_lines(path: Path) -> list[dict]:
-    from dllmrl.errors import DataError
-
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; pass a JSONL file with one completion per line")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove the line") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{n} is not a JSON object")
-        rows.append(row)
-    return rows
-
-
 def score_command(
     task: Annotated[str, typer.Argument(help="Task pack (dllmrl ls tasks).")],
     file: Annotated[Path, typer.Argument(help="JSONL: 'completion' plus the task's ground-truth fields on each line.")],
@@ -53,23 +33,32 @@ def score_command(
     from dllmrl.ui import progress, table
     from dllmrl.tasks.base import get_task
 
+    from contextlib import nullcontext
+
+    from dllmrl.evaluation.scoring import check_out_file, unique_rows
+    from dllmrl.io.jsonl import read_jsonl, write_jsonl
+    from dllmrl.io.lock import DirLock
+
     pack = get_task(task)
     if hasattr(pack, "check_style"):
         pack.check_style(prompt_style)
-    rows = read_lines(file)
-    if not rows:
-        from dllmrl.errors import DataError
-
-        raise DataError(f"{file} holds no lines to score")
-    with progress() as bar:
-        t = bar.add_task(f"scoring {task}", total=len(rows), info="")
-        scored = score_file(pack, rows, prompt_style=prompt_style, on_row=lambda i: bar.advance(t))
-    correct = sum(bool(r["correct"]) for r in scored)
-    metrics = {"accuracy": correct / len(scored), **(pack.summary(scored) if hasattr(pack, "summary") else {})}
-    Console().print(table(f"{task}: {file.name}", ["metric", "value"], [*metrics.items(), ("n", len(scored))]))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored), encoding="utf-8")
+        check_out_file(out)
+    # One writer per --out file: a second score into it stops at once with the holder's pid.
+    with DirLock(out.parent, "dllmrl score", option="--out", lock_file=f".{out.name}.lock") if out else nullcontext():
+        rows = unique_rows(read_jsonl(file), file)  # duplicate ids (two evals into one directory) count once
+        if not rows:
+            from dllmrl.errors import DataError
+
+            raise DataError(f"{file} holds no lines to score")
+        with progress() as bar:
+            t = bar.add_task(f"scoring {task}", total=len(rows), info="")
+            scored = score_file(pack, rows, prompt_style=prompt_style, on_row=lambda i: bar.advance(t))
+        correct = sum(bool(r["correct"]) for r in scored)
+        metrics = {"accuracy": correct / len(scored), **(pack.summary(scored) if hasattr(pack, "summary") else {})}
+        Console().print(table(f"{task}: {file.name}", ["metric", "value"], [*metrics.items(), ("n", len(scored))]))
+        if out is not None:
+            write_jsonl(out, scored, rerun="rerun the same command")
 
 
 def register(app: typer.Typer) -> None:

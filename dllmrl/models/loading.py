@@ -147,8 +147,13 @@ def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
     if quantization_config is not None:
         extra = {"quantization_config": quantization_config, "device_map": {"": device.index or 0}}
     token = _EXTRA_KWARGS.set(extra)
+    from safetensors import SafetensorError
+
     try:
         adapter: ModelAdapter = family(source, cfg, dtype)
+    except SafetensorError as e:
+        raise ModelLoadError(f"--model '{cfg.model}': {damaged_weights(source)} cannot be read ({e}); it is "
+                             "truncated or damaged: copy or download it again") from None
     finally:
         _EXTRA_KWARGS.reset(token)
     adapter.name = cfg.model
@@ -160,12 +165,26 @@ def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
     return adapter
 
 
+def damaged_weights(source: str) -> str:
+    """The first ``*.safetensors`` file of a local model directory that does not open (else the directory)."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []:
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except (SafetensorError, OSError):
+            return str(f)
+    return f"a weights file of {source}"
+
+
 def load_peft_adapter(model, adapter: str, subfolder: str | None = None, *, trainable: bool = False):
     from peft import PeftModel
+    from safetensors import SafetensorError
 
     source = resolve_source(adapter, what="--adapter", filename="adapter_config.json", subfolder=subfolder)
     kwargs = {"subfolder": subfolder} if subfolder else {}
     try:
         return PeftModel.from_pretrained(model, source, is_trainable=trainable, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise ModelLoadError(f"--adapter '{adapter}' could not be loaded onto --model: {e}") from None

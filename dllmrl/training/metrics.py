@@ -5,13 +5,16 @@ Only rank 0 writes. ``read_metrics(run_dir)`` loads the file back for plots and 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from dllmrl.io.jsonl import append_jsonl, read_jsonl, write_jsonl
+
 log = logging.getLogger(__name__)
+
+RERUN_TRAIN = "rerun the same command with --resume to continue from the last checkpoint"
 
 
 def _clean(v: Any) -> Any:
@@ -36,19 +39,20 @@ class MetricsWriter:
                 log.debug("tensorboard not installed; metrics go to metrics.jsonl only")
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint's step so the file has no duplicates."""
+        """On resume, drop lines logged after the checkpoint's step so the file has no duplicates.
+
+        A torn last line (a run killed mid-write, a full disk) is dropped with a warning.
+        """
         if not (self.enabled and self.path.exists()):
             return
-        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [row for row in read_jsonl(self.path) if row.get("step", 0) <= step]
+        write_jsonl(self.path, keep, rerun=RERUN_TRAIN)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(self.path, [row], rerun=RERUN_TRAIN)
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -60,5 +64,5 @@ class MetricsWriter:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of ``metrics.jsonl``; a torn last line is skipped with a warning."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")

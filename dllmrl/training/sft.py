@@ -259,6 +259,13 @@ def resolve_config(cfg: SftConfig, model: str) -> SftConfig:
 
 def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
     """Fine-tune ``mcfg.model`` on ``cfg.task`` with the masked-diffusion objective; see the module docstring."""
+    from dllmrl.io.lock import RunDirLock
+
+    with RunDirLock(cfg.run_dir, "dllmrl sft", option="--output"):  # one run per run directory
+        return _run_sft(cfg, mcfg, on_progress=on_progress)
+
+
+def _run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
     from dllmrl.tasks.base import get_task
 
     cfg = resolve_config(cfg, mcfg.model)

@@ -411,7 +411,10 @@ def peak_rss_mb() -> float:
 def train(cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any = None,
           on_step: Callable[[StepReport], None] | None = None) -> TrainResult:
     """Train ``mcfg.model`` with LoRA on ``cfg.task`` by ``cfg.method``; see the module docstring."""
-    return Trainer(cfg, scfg, mcfg, task=task, on_step=on_step).run()
+    from dllmrl.io.lock import RunDirLock
+
+    with RunDirLock(cfg.run_dir, "dllmrl train", option="--output"):  # one training per run directory
+        return Trainer(cfg, scfg, mcfg, task=task, on_step=on_step).run()
 
 
 # ---------------------------------------------------------------------- for `dllmrl bench`

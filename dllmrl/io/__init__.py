@@ -1,0 +1,1 @@
+"""Files that must survive crashes and concurrent runs: JSONL records and run-directory locks."""
