@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from dllmrl.config import REMASKING, SamplerConfig
+from dllmrl.config import REMASKING, SamplerConfig, check_finite
 from dllmrl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class EvalConfig:
     """Directory for records.jsonl and results.json."""
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if not self.gen_lens:
             raise ConfigError("--gen-len needs at least one length, e.g. --gen-len 128,256,512")
         if self.batch_size <= 0:
@@ -83,7 +84,7 @@ class EvalConfig:
 
     def sampler_config(self, gen_len: int) -> SamplerConfig:
         return SamplerConfig(
-            gen_len=gen_len, steps=self.steps if self.steps is not None else max(1, gen_len // 2),
+            gen_len=gen_len, steps=self.steps,
             block_len=self.block_len, temperature=self.temperature, cfg_scale=self.cfg_scale,
             remasking=self.remasking, decode=self.decode, threshold=self.threshold,
         )

@@ -21,46 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.config import ModelConfig, RewardModelConfig, SamplerConfig  # noqa: F401  (RewardModelConfig: API)
 from dllmrl.errors import ConfigError
 from dllmrl.sampling.sampler import sample
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RewardModelConfig:
-    num_prompts: int = 1024
-    """Training-split prompts to sample from."""
-    samples_per_prompt: int = 4
-    """Completions per prompt (temperature > 0 makes them differ)."""
-    temperature: float = 1.0
-    """Sampling temperature for the labelled completions."""
-    target: str = "correct"
-    """Label: 'correct' (the verifier, binary cross-entropy) or 'reward' (the task's weighted reward, MSE)."""
-    hidden: int = 64
-    """Reward model hidden size."""
-    layers: int = 2
-    """Reward model layers."""
-    epochs: int = 4
-    """Passes over the labelled samples."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    batch_size: int = 64
-    """Sequences per optimizer step (and per sampling batch)."""
-    holdout: float = 0.1
-    """Fraction of prompts held out to report the reward model's accuracy."""
-    seed: int = 0
-    """Seed for sampling, the split and the initial weights."""
-
-    def __post_init__(self) -> None:
-        if self.target not in ("correct", "reward"):
-            raise ConfigError(f"--target must be 'correct' or 'reward', got '{self.target}'")
-        if not 0 <= self.holdout < 1:
-            raise ConfigError(f"--holdout must be in [0, 1), got {self.holdout}")
-        for name in ("num_prompts", "samples_per_prompt", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
 
 
 def collect_samples(task, adapter, examples, scfg: SamplerConfig, cfg: RewardModelConfig, prompt_style: str,
