@@ -67,6 +67,26 @@ def read_model_defaults(model: str) -> dict[str, Any]:
     return data
 
 
+def check_adapter_base(model: str, adapter: str, subfolder: str | None = None) -> None:
+    """Refuse a local adapter whose adapter_config.json names another base model than ``model``
+    (compared by the directory or repository name, so a hub id and its local download agree)."""
+    from dllmrl.errors import ModelLoadError
+
+    path = Path(find_model(adapter)).expanduser() / (subfolder or "") / "adapter_config.json"
+    if not path.is_file():
+        return  # a hub id: peft reads its config itself
+    try:
+        base = json.loads(path.read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"--adapter {adapter}: {path} is not valid JSON ({e})") from None
+    if not base:
+        return
+    names = {Path(str(base).rstrip("/")).name.lower(), Path(find_model(model).rstrip("/")).name.lower()}
+    if len(names) > 1:
+        raise ModelLoadError(f"--adapter {adapter} was made for base model '{base}', not for --model '{model}'; "
+                             f"pass --model {base} (an adapter fits only the model it was trained on)")
+
+
 # ------------------------------------------------------------------ protocols
 def _eval_split(v: Mapping[str, Any]) -> str:
     """the task's evaluation split"""

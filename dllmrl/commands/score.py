@@ -54,8 +54,7 @@ def score_command(
     from dllmrl.tasks.base import get_task
 
     pack = get_task(task)
-    if hasattr(pack, "check_style"):
-        pack.check_style(prompt_style)
+    pack.check_style(prompt_style)
     rows = read_lines(file)
     if not rows:
         from dllmrl.errors import DataError
@@ -65,7 +64,7 @@ def score_command(
         t = bar.add_task(f"scoring {task}", total=len(rows), info="")
         scored = score_file(pack, rows, prompt_style=prompt_style, on_row=lambda i: bar.advance(t))
     correct = sum(bool(r["correct"]) for r in scored)
-    metrics = {"accuracy": correct / len(scored), **(pack.summary(scored) if hasattr(pack, "summary") else {})}
+    metrics = {"accuracy": correct / len(scored), **pack.summary(scored)}
     Console().print(table(f"{task}: {file.name}", ["metric", "value"], [*metrics.items(), ("n", len(scored))]))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

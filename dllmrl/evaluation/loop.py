@@ -141,9 +141,9 @@ class EvalResults:
                 "best": self.best.metric(self.headline), "records": self.records_path, "settings": self.settings}
 
 
-def settings_for(cfg: EvalConfig, scfg: SamplerConfig, model: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two records comparable: the model, the task, the prompt and the sampler."""
-    return {**dict(model), "task": cfg.task, "split": cfg.split, "prompt_style": cfg.prompt_style, "raw": cfg.raw,
+def settings_for(cfg: EvalConfig, scfg: SamplerConfig, model: Mapping[str, Any], task_version: str) -> dict[str, Any]:
+    """What makes two records comparable: the model, the task and its version, the prompt and the sampler."""
+    return {**dict(model), "task": cfg.task, "task_version": task_version, "split": cfg.split, "prompt_style": cfg.prompt_style, "raw": cfg.raw,
             "gen_len": scfg.gen_len, "steps": scfg.steps, "block_len": scfg.block_len, "temperature": scfg.temperature,
             "remasking": scfg.remasking, "cfg_scale": scfg.cfg_scale, "decode": scfg.decode,
             "threshold": scfg.threshold if scfg.decode == "threshold" else None,
@@ -176,7 +176,7 @@ def score_one(task: Any, ex: Any, completion: str, prompt_style: str) -> dict[st
     response = response_text(task, completion, prompt_style)
     reward, parts = total_reward(task, ex, response)
     correct = bool(parts["correct"]) if "correct" in parts else bool(task.verify(ex, response))
-    details = task.details(ex, response) if hasattr(task, "details") else {}
+    details = task.details(ex, response)
     return {"extracted": task.extract(response), "correct": correct, "reward": reward, "rewards": parts, **details}
 
 
@@ -204,13 +204,13 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECORDS
     prefill = response_text(task, "", cfg.prompt_style)
-    workers = max(1, int(getattr(task, "score_workers", 1)))
-    model_info = dict(model_info or {"model": getattr(adapter, "name", "")})
+    workers = max(1, task.score_workers)
+    model_info = dict(model_info or {"model": adapter.name})
     lengths: list[LengthResult] = []
 
     for gen_len in cfg.gen_lens:
         scfg = cfg.sampler_config(gen_len)
-        settings = settings_for(cfg, scfg, model_info)
+        settings = settings_for(cfg, scfg, model_info, task.version)
         guided = guidance is not None and guidance.guidance != "none"
         if guided:
             settings = {**settings, **asdict(guidance), "best_of_n": guidance.candidates(scfg)
@@ -244,8 +244,7 @@ def evaluate(
                 completions = [adapter.decode_completion(row) for row in traj.completion_ids]
                 scores = list(pool.map(lambda a: score_one(task, a[0], a[1], cfg.prompt_style), zip(batch, completions)))
                 for ex, text, completion, score in zip(batch, texts, completions, scores):
-                    gold = task.gold_fields(ex) if hasattr(task, "gold_fields") else {}
-                    rec = {"id": ex.id, **gold, "prompt": text, "completion": completion, **score, "settings": settings,
+                    rec = {"id": ex.id, **task.gold_fields(ex), "prompt": text, "completion": completion, **score, "settings": settings,
                            "nfe": traj.nfe, "gen_seconds": round(gen_s / len(batch), 4),
                            **({"reward_calls": calls} if guided else {})}
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -255,11 +254,11 @@ def evaluate(
                 if on_progress:
                     on_progress(Progress(gen_len, len(have), len(examples), correct, resumed))
         recs = [have[ex.id] for ex in examples]
-        metrics = task.summary(recs) if hasattr(task, "summary") else {}
+        metrics = task.summary(recs)
         lengths.append(LengthResult(gen_len, scfg.steps, len(recs), correct, correct / len(recs), metrics,
                                     len(todo), round(time.perf_counter() - t0, 3)))
-    results = EvalResults(cfg.task, cfg.split, getattr(task, "headline", "accuracy"), lengths, str(path),
-                          {**model_info, **{k: v for k, v in asdict(replace(cfg)).items() if k != "gen_lens"},
+    results = EvalResults(cfg.task, cfg.split, task.headline, lengths, str(path),
+                          {**model_info, "task_version": task.version, **{k: v for k, v in asdict(replace(cfg)).items() if k != "gen_lens"},
                            "gen_lens": list(cfg.gen_lens)})
     (out / RESULTS).write_text(json.dumps(results.to_json(), indent=2) + "\n")
     return results
@@ -268,7 +267,7 @@ def evaluate(
 def score_file(task: Any, rows: Sequence[Mapping[str, Any]], *, prompt_style: str = "eval",
                on_row: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Re-score completions made by any tool: each row needs ``completion`` and the task's own fields."""
-    workers = max(1, int(getattr(task, "score_workers", 1)))
+    workers = max(1, task.score_workers)
 
     def one(i: int) -> dict[str, Any]:
         row = rows[i]

@@ -306,7 +306,7 @@ class Trainer:
     def evaluate(self) -> float:
         """Quick held-out greedy accuracy over --eval-limit examples, shared across processes."""
         cfg, acc = self.cfg, self.acc
-        splits = getattr(self.task, "splits", lambda: {})()
+        splits = self.task.splits()
         split = cfg.eval_split or ("validation" if "validation" in splits else "test")
         exs = self.task.load(split, prompt_style=cfg.prompt_style)
         n = min(cfg.eval_limit, len(exs))
