@@ -130,8 +130,8 @@ def model_key(command: str, name: str) -> str | None:
     return MODEL_KEYS.get(command, {}).get(name)
 
 
-def _from_model(command: str, name: str, model_values: Mapping[str, Any]) -> Any:
-    key = model_key(command, name)
+def _from_model(keys: Mapping[str, str], name: str, model_values: Mapping[str, Any]) -> Any:
+    key = keys.get(name)
     if key is None:
         return None
     value = model_values.get(key.lstrip("!"))
@@ -139,18 +139,20 @@ def _from_model(command: str, name: str, model_values: Mapping[str, Any]) -> Any
 
 
 def layered(command: str, defaults: Mapping[str, Any], given: Mapping[str, Any],
-            file_values: Mapping[str, Any] = {}) -> tuple[dict[str, Any], dict[str, str]]:
+            file_values: Mapping[str, Any] = {}, *, protocol: Mapping[str, Any] | None = None,
+            model_keys: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Resolve every field of ``defaults`` (name -> dataclass default): the first value that is not None
     among the command line, the file, the model's dllmrl.json and the protocol. Returns the values and,
     per field, the source it came from ('command line', 'file', 'model', 'protocol', 'default')."""
-    protocol = PROTOCOLS.get(command, {})
+    protocol = PROTOCOLS.get(command, {}) if protocol is None else protocol
+    keys = MODEL_KEYS.get(command, {}) if model_keys is None else model_keys
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     computed: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
 
     def first(name: str, model_values: Mapping[str, Any]) -> None:
         for source, value in (("command line", given.get(name)), ("file", file_values.get(name)),
-                              ("model", _from_model(command, name, model_values)),
+                              ("model", _from_model(keys, name, model_values)),
                               ("protocol", protocol.get(name)), ("default", defaults[name])):
             if callable(value):
                 computed[name] = value
@@ -170,7 +172,7 @@ def layered(command: str, defaults: Mapping[str, Any], given: Mapping[str, Any],
     if sources.get("steps") == "model" and "gen_len" in model_values:
         lens = values.get("gen_lens", (values.get("gen_len"),))
         if tuple(lens) != (model_values["gen_len"],):
-            values["steps"] = protocol.get("steps", defaults["steps"])
+            values["steps"] = protocol.get("steps", defaults.get("steps"))
             sources["steps"] = "protocol"
     if "gen_lens" in values and not isinstance(values["gen_lens"], tuple):
         from dllmrl.config import parse_gen_lens
@@ -181,8 +183,9 @@ def layered(command: str, defaults: Mapping[str, Any], given: Mapping[str, Any],
     return values, sources
 
 
-def resolve(model: str, given: dict[str, Any], fallback: dict[str, Any], command: str = "") -> dict[str, Any]:
+def resolve(model: str, given: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any]:
     """For library callers: each key of ``fallback`` from ``given`` (unless None), else the model's
-    dllmrl.json, else ``fallback``; the same order as ``layered``."""
-    defaults = read_model_defaults(model)
-    return {k: given[k] if given.get(k) is not None else defaults.get(k, v) for k, v in fallback.items()}
+    dllmrl.json, else ``fallback`` (``layered`` with these keys as the protocol)."""
+    values, _ = layered("", {"model": model, **{k: None for k in fallback}}, {"model": model, **given},
+                        protocol=fallback, model_keys={k: k for k in fallback})
+    return {k: values[k] for k in fallback}

@@ -10,7 +10,6 @@ import typer
 from dllmrl.commands.options import Resolved, config_options
 from dllmrl.config import GuidanceConfig, ModelConfig, parse_gen_lens  # noqa: F401  (parse_gen_lens: API)
 from dllmrl.evaluation.loop import EvalConfig
-from dllmrl.model_defaults import PROTOCOLS
 
 EPILOG = """Examples:
 
@@ -22,11 +21,6 @@ EPILOG = """Examples:
 
 Rerunning the same command resumes: examples that already have a record are not generated again.
 """
-
-def default_out(task: str, model: str, adapter: str | None, subfolder: str | None) -> str:
-    """runs/eval/TASK-MODEL[-ADAPTER[-SUBFOLDER]]: one directory (and so one resume) per evaluated model."""
-    return PROTOCOLS["eval"]["out"]({"task": task, "model": model, "adapter": adapter, "adapter_subfolder": subfolder})
-
 
 @config_options("eval", EvalConfig, ModelConfig, GuidanceConfig)
 def eval_command(

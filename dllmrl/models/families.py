@@ -35,9 +35,6 @@ LORA_TARGETS = {
     "llada": ["q_proj", "k_proj", "v_proj", "up_proj"],
     "Dream": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-# The published LLaDA checkpoints' mask token, "<|mdm_mask|>" (llada.LLADA_MASK_ID, repeated here so that
-# choosing a family does not import the model code).
-LLADA_MASK_ID = 126336
 
 
 def _load_tokenizer(source: str, cfg: ModelConfig):
@@ -64,6 +61,8 @@ def _mask_id(tokenizer, source: str, config: Any = None) -> int:
         if getattr(config, name, None) is not None:
             return int(getattr(config, name))
     if getattr(config, "model_type", None) == "llada":
+        from dllmrl.models.llada import LLADA_MASK_ID
+
         return LLADA_MASK_ID
     raise ModelLoadError(f"--model '{source}': neither its tokenizer nor its config names a mask token, so it cannot be a diffusion LM")
 
@@ -167,6 +166,8 @@ def load_llada(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapte
     (126336 for the published checkpoints), logits not shifted, attention mask honoured."""
     adapter = _native_or_remote(_load_llada_native, source, cfg, dtype, "llada")
     if adapter.family != "llada":  # remote code: the published checkpoints' mask id, which config.json may omit
+        from dllmrl.models.llada import LLADA_MASK_ID
+
         adapter.mask_id = int(getattr(adapter.model.config, "mask_token_id", None) or LLADA_MASK_ID)
         adapter.lora_targets = LORA_TARGETS["llada"]
     return adapter

@@ -73,13 +73,9 @@ def build_reward_model(tokenizer, cfg: RewardModelConfig, max_len: int):
 
 
 def _batch(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, r in enumerate(rows):  # left padding, as the sampler lays sequences out
-        ids[i, width - len(r):] = torch.tensor(r)
-        attn[i, width - len(r):] = 1
-    return ids, attn
+    from dllmrl.models.base import left_pad
+
+    return left_pad(rows, pad)  # as the sampler lays sequences out
 
 
 def train_reward_model(model, rows, labels, train_idx, cfg: RewardModelConfig, pad: int,

@@ -3,7 +3,7 @@
     result = train(TrainConfig(task="sudoku", method="egspo-sa", max_steps=100), scfg, ModelConfig(model=...))
 
 Runs unchanged on a CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` (DeepSpeed ZeRO-2
-through accelerate's own config). The loop follows DESIGN.md "EGSPO and EGSPO-SA":
+through accelerate's own config). The loop follows the EGSPO / EGSPO-SA algorithm:
 
 1. each process draws batch_size / G prompts and samples G completions of each (a group never
    leaves its process), keeping the one-shot greedy completions its step selector needs;
@@ -42,7 +42,7 @@ from dllmrl.training.train_config import TrainConfig, resolve_method
 
 log = logging.getLogger(__name__)
 
-# The paper's training sampler (DESIGN.md step 1); a model's dllmrl.json overrides, the command line wins.
+# The paper's training sampler (gen_len 256, 128 steps, block 32, temperature 0.9); a model's dllmrl.json overrides, the command line wins.
 SAMPLER_FALLBACK = {"gen_len": 256, "steps": 128, "block_len": 32, "temperature": 0.9}
 # Options that may change between a run and its resumption; any other difference is refused.
 RESUMABLE = {"resume", "max_steps", "save_every", "keep_checkpoints", "eval_every", "eval_limit", "log_every",
