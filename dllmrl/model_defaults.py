@@ -168,16 +168,16 @@ def layered(command: str, defaults: Mapping[str, Any], given: Mapping[str, Any],
     for name in defaults:
         if name != "model":
             first(name, model_values)
+    if "gen_lens" in values and not isinstance(values["gen_lens"], tuple):
+        from dllmrl.config import parse_gen_lens
+
+        values["gen_lens"] = parse_gen_lens(values["gen_lens"])
     # The model's steps belong to the model's gen_len: at another length the protocol's rule applies.
     if sources.get("steps") == "model" and "gen_len" in model_values:
         lens = values.get("gen_lens", (values.get("gen_len"),))
         if tuple(lens) != (model_values["gen_len"],):
             values["steps"] = protocol.get("steps", defaults.get("steps"))
             sources["steps"] = "protocol"
-    if "gen_lens" in values and not isinstance(values["gen_lens"], tuple):
-        from dllmrl.config import parse_gen_lens
-
-        values["gen_lens"] = parse_gen_lens(values["gen_lens"])
     for name, fn in computed.items():
         values[name], sources[name] = fn(values), "protocol"
     return values, sources

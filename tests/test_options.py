@@ -181,6 +181,12 @@ def test_shipped_checkpoints_have_short_names(tmp_path, monkeypatch):
                             "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["config"]["gen_len"] == 32  # tiny-sudoku's dllmrl.json
+    r = runner.invoke(app, ["eval", "sudoku", "--model", "tiny-sudoku", "--adapter", "tiny-sudoku-egspo-sa",
+                            "--limit", "2", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    settings = json.loads(Path(tmp_path, "runs", "eval", "sudoku-tiny-sudoku-tiny-sudoku-egspo-sa",
+                               "results.json").read_text())["settings"]
+    assert (settings["gen_lens"], settings["steps"], settings["prompt_style"]) == ([32], 16, "compact")
 
 
 def test_a_tasks_py_in_the_working_directory_does_not_change_ls(tmp_path):
