@@ -69,7 +69,7 @@ class SamplerConfig:
     """'fixed': the exact step schedule. 'threshold': also reveal every position whose
     confidence reaches --threshold, and end a block early (Fast-dLLM style)."""
     threshold: float = 0.9
-    """Confidence threshold for --decode threshold, in [0, 1]."""
+    """Confidence threshold for --decode threshold (>= 0; above 1 it never fires: the fixed schedule)."""
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -103,8 +103,8 @@ class SamplerConfig:
             raise ConfigError(f"--remasking must be one of {', '.join(REMASKING)}, got '{self.remasking}'")
         if self.decode not in DECODING:
             raise ConfigError(f"--decode must be one of {', '.join(DECODING)}, got '{self.decode}'")
-        if not 0 <= self.threshold <= 1:
-            raise ConfigError(f"--threshold is a confidence and must lie in [0, 1], got {self.threshold}")
+        if self.threshold < 0:  # above 1 is allowed: it never triggers, which is the fixed schedule
+            raise ConfigError(f"--threshold is a confidence and must be >= 0, got {self.threshold}")
 
     def check_fits(self, max_positions: int | None, prompt_len: int = 0) -> None:
         """Refuse a --gen-len the model cannot hold (before any sampling allocates for it)."""

@@ -49,7 +49,7 @@ SFT = ["sft", "sudoku", "--prompt-style", "compact", "--gen-len", "8", "--max-st
     (SAMPLE, ["--steps", "32", "--gen-len", "16", "--block-len", "16"], "--steps 32 is more than --gen-len 16"),
     (EVAL, ["--steps", "32", "--block-len", "16"], "--steps 32 is more than --gen-len 16"),
     (TRAIN, ["--k-steps", "8"], "--k-steps 8 is more than --steps 4"),
-    (SAMPLE, ["--threshold", "-0.5", "--decode", "threshold"], "--threshold is a confidence and must lie in [0, 1]"),
+    (SAMPLE, ["--threshold", "-0.5", "--decode", "threshold"], "--threshold is a confidence and must be >= 0"),
     (EVAL, ["--threshold", "-1"], "--threshold is a confidence"),
     (SAMPLE, ["--gen-len", "4096", "--steps", "4", "--block-len", "4096"], "exceeds the model's 1024 positions"),
     (EVAL, ["--gen-len", "2048", "--block-len", "2048"], "exceeds the model's 1024 positions"),

@@ -35,6 +35,9 @@ LORA_TARGETS = {
     "llada": ["q_proj", "k_proj", "v_proj", "up_proj"],
     "Dream": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+# The published LLaDA checkpoints' mask token, "<|mdm_mask|>": the one definition (llada.py imports it), kept
+# here so that choosing a family does not import the model code.
+LLADA_MASK_ID = 126336
 
 
 def _load_tokenizer(source: str, cfg: ModelConfig):
@@ -61,8 +64,6 @@ def _mask_id(tokenizer, source: str, config: Any = None) -> int:
         if getattr(config, name, None) is not None:
             return int(getattr(config, name))
     if getattr(config, "model_type", None) == "llada":
-        from dllmrl.models.llada import LLADA_MASK_ID
-
         return LLADA_MASK_ID
     raise ModelLoadError(f"--model '{source}': neither its tokenizer nor its config names a mask token, so it cannot be a diffusion LM")
 
@@ -166,15 +167,12 @@ def load_llada(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapte
     (126336 for the published checkpoints), logits not shifted, attention mask honoured."""
     adapter = _native_or_remote(_load_llada_native, source, cfg, dtype, "llada")
     if adapter.family != "llada":  # remote code: the published checkpoints' mask id, which config.json may omit
-        from dllmrl.models.llada import LLADA_MASK_ID
-
         adapter.mask_id = int(getattr(adapter.model.config, "mask_token_id", None) or LLADA_MASK_ID)
         adapter.lora_targets = LORA_TARGETS["llada"]
     return adapter
 
 
 def _load_llada_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
-    from dllmrl.models.llada import LLADA_MASK_ID as default_mask
     from dllmrl.models.llada import LLaDAModelLM
 
     tok = _load_tokenizer(source, cfg)
@@ -182,7 +180,7 @@ def _load_llada_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> Mod
     # The model defines its mask token (config.json); the tokenizer of the published checkpoints names none.
     mask_id = model.config.mask_token_id
     if mask_id is None:
-        mask_id = tok.mask_token_id if tok.mask_token_id is not None else default_mask
+        mask_id = tok.mask_token_id if tok.mask_token_id is not None else LLADA_MASK_ID
     pad = tok.pad_token_id if tok.pad_token_id is not None else model.config.pad_token_id
     return ModelAdapter(
         model=model, tokenizer=tok, mask_id=int(mask_id), eos_ids=eos_ids(tok), pad_id=pad,
