@@ -199,3 +199,40 @@ def test_a_tasks_py_in_the_working_directory_does_not_change_ls(tmp_path):
     shadowed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert shadowed.returncode == 0, shadowed.stderr
     assert shadowed.stdout == clean.stdout and "sudoku" in clean.stdout and "gsm8k" in clean.stdout
+
+
+def test_train_refuses_a_gen_len_beyond_the_models_positions(tiny_model_dir, tmp_path):
+    r = runner.invoke(app, TRAIN + ["--model", tiny_model_dir, "--gen-len", "2048", "--block-len", "2048",
+                                    "--steps", "4", "-o", str(tmp_path / "run")])
+    assert r.exit_code == 1 and "exceeds the model's 1024 positions" in _flat(r.output) and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("command,classes,left_out", [
+    ("sample", ("SamplerConfig", "ModelConfig", "GuidanceConfig"), set()),
+    ("eval", ("EvalConfig", "ModelConfig", "GuidanceConfig"), {"task", "gen_lens"}),
+    ("train", ("TrainConfig", "SamplerConfig", "ModelConfig"), {"task"}),
+    ("sft", ("SftConfig",), {"task"}),
+    ("bench", ("BenchConfig",), set()),
+    ("reward-model", ("RewardModelConfig",), set()),
+])
+def test_every_config_field_of_every_command_has_an_option(command, classes, left_out):
+    """The drift guard for all commands: a field added to a config (e.g. a new TrainConfig option) is an option."""
+    import dataclasses
+
+    import typer.main
+
+    import dllmrl.config
+    import dllmrl.evaluation.loop
+    import dllmrl.training.sft_config
+    import dllmrl.training.train_config
+    from dllmrl.commands.options import option_flag
+
+    where = {**vars(dllmrl.config), **vars(dllmrl.evaluation.loop), **vars(dllmrl.training.sft_config),
+             **vars(dllmrl.training.train_config)}
+    cmd = typer.main.get_command(app).commands[command]
+    opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+    for cls in classes:
+        for f in dataclasses.fields(where[cls]):
+            if f.name not in left_out:
+                assert option_flag(f.name) in opts, f"{cls}.{f.name} has no option in dllmrl {command}"
+    assert "--gen-len" in opts or command in ("reward-model",)

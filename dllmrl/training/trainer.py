@@ -28,7 +28,7 @@ import torch
 
 from dllmrl.training.accel import build_accelerator, rank_generator, reduce_mean
 from dllmrl.training.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
-from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.config import ModelConfig, SamplerConfig, model_max_positions
 from dllmrl.errors import ConfigError, DataError, DllmrlError
 from dllmrl.training.lora import LoraSettings, add_lora, load_model_4bit
 from dllmrl.methods import get_method
@@ -132,6 +132,7 @@ class Trainer:
         self.acc = acc = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum, seed=cfg.seed)
         base_cfg = replace(mcfg, device=str(acc.device), adapter=None, adapter_subfolder=None)
         adapter = load_model_4bit(base_cfg) if cfg.load_in_4bit else load_model(base_cfg)
+        scfg.check_fits(model_max_positions(adapter.model))  # before a rollout allocates for a --gen-len too long
         add_lora(adapter, LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
                  init_adapter=mcfg.adapter, init_subfolder=mcfg.adapter_subfolder)
         adapter._takes_position_ids()  # decide before DDP hides the forward's signature
