@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from dllmrl.config import BenchConfig, SamplerConfig  # noqa: F401  (BenchConfig: API)
-from dllmrl.errors import ConfigError
 from dllmrl.sampling.keepers import TopEntropySteps
 from dllmrl.models.base import ModelAdapter
 from dllmrl.sampling.sampler import sample

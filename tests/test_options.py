@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dllmrl.cli import app
+from dllmrl.commands.options import Resolved, config_options
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -236,3 +237,48 @@ def test_every_config_field_of_every_command_has_an_option(command, classes, lef
             if f.name not in left_out:
                 assert option_flag(f.name) in opts, f"{cls}.{f.name} has no option in dllmrl {command}"
     assert "--gen-len" in opts or command in ("reward-model",)
+
+
+def test_a_new_config_field_becomes_an_option_without_touching_the_command(tmp_path):
+    """What happens when a field such as ``report_to`` is added to a config: option, default, help, file."""
+    from dataclasses import dataclass
+
+    import typer
+
+
+    @dataclass(frozen=True)
+    class Extra:
+        report_to: tuple[str, ...] = ()
+        """Where to report metrics, repeatable."""
+        rate: float = 0.5
+        """A rate."""
+
+    seen = []
+    sub = typer.Typer()
+
+    @sub.command()
+    @config_options("x", Extra)
+    def go(opts: Resolved = None) -> None:  # type: ignore[assignment]
+        seen.append(opts.build(Extra))
+
+    sub.command("other")(lambda: None)
+    assert runner.invoke(sub, ["go", "--report-to", "tensorboard", "--report-to", "wandb"]).exit_code == 0
+    assert seen[-1] == Extra(report_to=("tensorboard", "wandb"), rate=0.5)
+    (tmp_path / "c.yaml").write_text("report_to: [tensorboard]\nrate: 1\n")
+    assert runner.invoke(sub, ["go", "--config", str(tmp_path / "c.yaml")]).exit_code == 0
+    assert seen[-1] == Extra(report_to=("tensorboard",), rate=1.0)
+    help_text = _flat(runner.invoke(sub, ["go", "--help"], env={"COLUMNS": "200"}).output)
+    assert "Where to report metrics, repeatable." in help_text and "(default: 0.5)" in help_text
+
+
+def test_a_pack_that_does_not_declare_the_contract_is_refused(monkeypatch):
+    from dllmrl.errors import DllmrlError
+    from dllmrl.registry import TASKS
+    from dllmrl.tasks.base import get_task
+
+    class Loose:  # the hooks probed for before the contract was declared
+        name = "loose"
+
+    monkeypatch.setitem(TASKS._entries, "loose", Loose)
+    with pytest.raises(DllmrlError, match="does not subclass dllmrl.tasks.base.TaskBase"):
+        get_task("loose")

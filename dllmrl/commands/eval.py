@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dllmrl.commands.options import Resolved, config_options
-from dllmrl.config import GuidanceConfig, ModelConfig, parse_gen_lens  # noqa: F401  (parse_gen_lens: API)
+from dllmrl.config import GuidanceConfig, ModelConfig
 from dllmrl.evaluation.loop import EvalConfig
 
 EPILOG = """Examples:

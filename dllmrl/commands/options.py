@@ -70,6 +70,26 @@ def option_flag(name: str) -> str:
     return decls[0].split("/")[0] if decls else flag(name)
 
 
+def spec_for(f: "Field") -> Spec:
+    """The field's Spec: its entry in SPECS, else a repeatable option for a ``tuple[X, ...]`` field."""
+    if f.name in SPECS:
+        return SPECS[f.name]
+    inner = _optional_inner(f.type)
+    if typing.get_origin(inner) is tuple:
+        args = typing.get_args(inner)
+        item = args[0] if args and args[0] in (int, float, str) else str
+        return Spec(cli_type=List[item], parse=lambda v, tp=f.type: coerce(tp, list(v)))  # type: ignore[valid-type]
+    return Spec()
+
+
+def _optional_inner(tp: Any) -> Any:
+    """X for ``X | None``, else ``tp``."""
+    if typing.get_origin(tp) in (typing.Union, _UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
+
+
 def _cli_type(tp: Any) -> Any:
     """int | None -> Optional[int]; bool, float, str likewise (every generated option may be left out)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, _UnionType) else [tp]
@@ -129,11 +149,11 @@ def collect_fields(classes: tuple[type, ...], include: dict[type, set[str]] | No
 def _option(f: Field, command: str) -> inspect.Parameter:
     from dllmrl.model_defaults import PROTOCOLS, model_key
 
-    spec = SPECS.get(f.name, Spec())
+    spec = spec_for(f)
     decls = spec.decls or ((f"{flag(f.name)}/--no-{f.name.replace('_', '-')}",) if f.type is bool else (flag(f.name),))
     default = PROTOCOLS.get(command, {}).get(f.name, f.default)
     if callable(default):
-        default = getattr(default, "__doc__", None) or "computed"
+        default = default.__doc__ or "computed"
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     where = " or the model's dllmrl.json" if model_key(command, f.name) else ""
     if shown in (None, "", ()):
@@ -164,10 +184,9 @@ def config_options(command: str, *classes: type, include: dict[type, set[str]] |
         def wrapper(**kwargs: Any) -> Any:
             given = {}
             for name, f in fields_.items():
-                spec = SPECS.get(name)
-                param = spec.param or name if spec else name
-                value = kwargs.pop(param) if name not in own_names else kwargs.get(name)
-                given[name] = spec.parse(value) if spec and spec.parse and value is not None else value
+                spec = spec_for(f)
+                value = kwargs.pop(spec.param or name) if name not in own_names else kwargs.get(name)
+                given[name] = spec.parse(value) if spec.parse and value is not None else value
             opts = Resolved(command, fields_, given, kwargs.pop("config"))
             return fn(**kwargs, opts=opts)
 
@@ -202,7 +221,7 @@ class Resolved:
 
 
 def _parse_file_value(f: Field, value: Any) -> Any:
-    spec = SPECS.get(f.name)
+    spec = SPECS.get(f.name)  # a file holds the field's own JSON form (a list for a tuple), not the CLI's
     if spec and spec.parse:
         return spec.parse(value)
     return coerce(f.type, value)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dllmrl.commands.options import Resolved, config_options, field_help  # noqa: F401  (field_help: API)
+from dllmrl.commands.options import Resolved, config_options
 from dllmrl.config import ModelConfig
 from dllmrl.training.sft_config import SftConfig
 

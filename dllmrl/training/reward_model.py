@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dllmrl.config import ModelConfig, RewardModelConfig, SamplerConfig  # noqa: F401  (RewardModelConfig: API)
-from dllmrl.errors import ConfigError
 from dllmrl.sampling.sampler import sample
 
 log = logging.getLogger(__name__)

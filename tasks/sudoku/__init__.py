@@ -24,7 +24,7 @@ from dllmrl.errors import DataError
 from dllmrl.tasks.base import Example, RewardFn, TaskBase
 from dllmrl.tasks.common import LazySplit, data_file
 from dllmrl.tasks.sudoku import prompts
-from dllmrl.tasks.sudoku.generate import generated_block, puzzle_at
+from dllmrl.tasks.sudoku.generate import puzzle_at
 from dllmrl.tasks.sudoku.verify import as_grid, cell_counts, extract, is_valid_grid, solves
 
 TEST_FILE = "4x4_test_sudoku.csv"
