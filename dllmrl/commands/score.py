@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from dllmrl.commands.options import Resolved, config_options
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Options of ``dllmrl score``."""
+
+    out: str | None = None
+    """Write each line back with 'extracted' and 'correct' added."""
+    prompt_style: str = "eval"
+    """Prompt style the completions answered (its prefill, e.g. '<reasoning>', counts for format rewards)."""
 
 EPILOG = """Each line holds 'completion' plus the task's ground truth:
 
@@ -40,13 +53,15 @@ def read_lines(path: Path) -> list[dict]:
     return rows
 
 
+@config_options("score", ScoreConfig)
 def score_command(
     task: Annotated[str, typer.Argument(help="Task pack (dllmrl ls tasks).")],
     file: Annotated[Path, typer.Argument(help="JSONL: 'completion' plus the task's ground-truth fields on each line.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write each line back with 'extracted' and 'correct' added.")] = None,
-    prompt_style: Annotated[str, typer.Option("--prompt-style", help="Prompt style the completions answered (its prefill, e.g. '<reasoning>', counts for format rewards).")] = "eval",
+    opts: Resolved = None,  # type: ignore[assignment]
 ) -> None:
     """Re-score completions: prints accuracy (and the task's own metrics); --out writes the scored lines."""
+    out = Path(opts["out"]) if opts["out"] is not None else None
+    prompt_style = opts["prompt_style"]
     from rich.console import Console
 
     from dllmrl.evaluation.loop import score_file
