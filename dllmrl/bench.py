@@ -19,47 +19,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from dllmrl.config import SamplerConfig
-from dllmrl.errors import ConfigError
+from dllmrl.config import BenchConfig, SamplerConfig  # noqa: F401  (BenchConfig: API)
 from dllmrl.sampling.keepers import TopEntropySteps
 from dllmrl.models.base import ModelAdapter
 from dllmrl.sampling.sampler import sample
 from dllmrl.sampling.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    batch_size: int = 8
-    """Sequences per batch."""
-    prompt_len: int = 64
-    """Prompt tokens per sequence (random ids)."""
-    gen_len: int = 256
-    """Generated positions."""
-    steps: int | None = None
-    """Denoising steps (default gen_len / 2)."""
-    block_len: int = 32
-    """Block length."""
-    k_steps: int = 8
-    """Selected steps per rollout for the training micro-steps."""
-    repeats: int = 3
-    """Timed repeats (the median is reported)."""
-    warmup: int = 1
-    """Untimed runs first."""
-    seed: int = 0
-    """Seed for prompts and sampling."""
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "prompt_len", "gen_len", "block_len", "k_steps", "repeats"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.k_steps > self.total_steps:
-            raise ConfigError(f"--k-steps {self.k_steps} exceeds --steps {self.total_steps}; pick k <= steps")
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps if self.steps is not None else self.gen_len // 2
 
 
 def _sync(device: torch.device) -> None:

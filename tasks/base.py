@@ -1,6 +1,5 @@
-"""The task-pack interface. A pack is a small object; its rewards reuse its verifier.
-
-Shape (see STYLE.md):
+"""The task-pack contract: ``TaskBase`` declares every hook the evaluator, the trainer and the scorer
+call, each with a default where one makes sense. A pack subclasses it; its rewards reuse its verifier.
 
     task = get_task("sudoku")
     examples = task.load("test", prompt_style="eval")
@@ -24,20 +23,15 @@ Conventions every pack follows (the trainer, SFT and eval rely on them):
   prefill. ``verify(ex, prefill_for(style) + sft_target(ex, style))`` is always True.
 - The reward named ``"correct"`` is ``float(verify(...))``: training and evaluation never disagree
   on what "correct" means.
-
-Optional extras (``TaskBase`` provides defaults, the evaluator falls back when a third-party
-pack lacks them): ``details(ex, response)`` adds per-record fields to the eval JSONL (Sudoku's
-cell counts), ``summary(records)`` adds set-level metrics (Sudoku's cell accuracy),
-``headline`` names the metric the paper reports, ``eval_split`` the split the paper evaluates,
-``from_fields(fields)`` builds an Example from a ``dllmrl score`` input line and ``gold_fields(ex)``
-writes those fields into eval records, and ``score_workers`` lets code packs score in a thread pool.
+- ``version`` names the pack's prompts, parser and verifier: it is written into every eval record
+  and is part of the resume key, so bump it when any of them changes and old records are regenerated.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Sequence
 
 PROMPT_STYLES = ("eval", "train", "compact")
 
@@ -56,58 +50,25 @@ RewardFn = Callable[[Example, str], float]
 """Per sample, pure: (example, response text) -> reward."""
 
 
-@runtime_checkable
-class Task(Protocol):
-    name: str
-    prefill: str
-    """Text appended after the chat template's generation prompt at evaluation (the reference uses '<reasoning>')."""
-    prompt_styles: Sequence[str]
-    """Named prompt formats, e.g. 'eval' (the published evaluation protocol), 'train' (the reference's
-    training prompt) and 'compact' (short prompts for the tiny character-level models)."""
-
-    def splits(self) -> Mapping[str, int]:
-        """Split name -> number of examples (cheap: no model, no torch)."""
-        ...
-
-    def load(self, split: str, prompt_style: str = "eval") -> Sequence[Example]:
-        """Examples of a split; ``Example.prompt`` is the complete user turn in that prompt style."""
-        ...
-
-    def prefill_for(self, prompt_style: str) -> str:
-        """The prefill for a prompt style ('' when the style has none)."""
-        ...
-
-    def sft_target(self, ex: Example, prompt_style: str) -> str:
-        """The gold completion (after the prefill) in that prompt style."""
-        ...
-
-    def extract(self, completion: str) -> str | None:
-        """The ONE answer parser of the pack."""
-        ...
-
-    def verify(self, ex: Example, completion: str) -> bool: ...
-
-    def rewards(self) -> Mapping[str, tuple[RewardFn, float]]:
-        """Reward name -> (function, weight); the training reward is the weighted sum."""
-        ...
-
-
-def get_task(name: str) -> Task:
+def get_task(name: str) -> "TaskBase":
     """Instantiate a registered task pack by name (raises UnknownNameError with 'did you mean')."""
+    from dllmrl.errors import DllmrlError
     from dllmrl.registry import TASKS
 
     obj = TASKS.get(name)
-    return obj() if isinstance(obj, type) else obj
+    task = obj() if isinstance(obj, type) else obj
+    if not isinstance(task, TaskBase):
+        raise DllmrlError(f"task pack '{name}' ({type(task).__module__}.{type(task).__qualname__}) does not subclass "
+                          "dllmrl.tasks.base.TaskBase; derive it from TaskBase so that every hook is declared")
+    return task
 
 
-def response_text(task: Task, completion: str, prompt_style: str = "eval") -> str:
+def response_text(task: "TaskBase", completion: str, prompt_style: str = "eval") -> str:
     """What the assistant said: the style's prefill followed by the generated completion."""
-    prefill_for = getattr(task, "prefill_for", None)
-    pre = prefill_for(prompt_style) if prefill_for else getattr(task, "prefill", "")
-    return pre + completion
+    return task.prefill_for(prompt_style) + completion
 
 
-def total_reward(task: Task, ex: Example, completion: str) -> tuple[float, dict[str, float]]:
+def total_reward(task: "TaskBase", ex: Example, completion: str) -> tuple[float, dict[str, float]]:
     """Weighted sum of the pack's rewards, and each unweighted reward by name."""
     rewards = task.rewards()
     parts = {name: float(fn(ex, completion)) for name, (fn, _w) in rewards.items()}
@@ -126,21 +87,29 @@ def check_choice(value: str, choices: Sequence[str], *, what: str, option: str) 
 
 
 class TaskBase:
-    """Shared plumbing for the built-in packs: split/style checks, caching, defaults of the extras.
+    """Every hook of a task pack, declared here with its default.
 
-    A subclass sets ``name``, ``prompt_styles``, ``split_sizes`` and implements ``_load(split)``
+    A subclass sets ``name``, ``version``, ``prompt_styles``, ``split_sizes`` and implements ``_load(split)``
     (examples without prompts: ``prompt`` is filled per style by ``build_prompt``), ``build_prompt``,
-    ``extract``, ``verify``, ``rewards``, ``sft_target`` and ``from_fields``.
+    ``extract``, ``verify``, ``sft_target`` and ``from_fields``; ``rewards`` defaults to the verifier alone.
     """
 
     name: str = ""
+    version: str = "1"
+    """The pack's prompts, answer parser and verifier: written into every eval record and part of eval's
+    resume key. Bump it when any of them changes, so that records made with the old ones are regenerated."""
     prompt_styles: Sequence[str] = ("eval", "train")
+    """Named prompt formats: 'eval' (the published protocol), 'train' (the reference's training prompt),
+    'compact' (short prompts for the tiny character-level models)."""
     prefill: str = "<reasoning>"
+    """Text appended after the chat template's generation prompt at evaluation (the reference's '<reasoning>')."""
     headline: str = "accuracy"
     """The metric the paper reports for this task (a key of the eval results)."""
     eval_split: str = "test"
     """The split the paper's numbers are on (``dllmrl eval``'s default)."""
     split_sizes: Mapping[str, int] = {}
+    score_workers: int = 1
+    """Threads that score eval records (code packs run a sandbox subprocess per check)."""
 
     def __init__(self) -> None:
         self._cache: dict[str, Sequence[Example]] = {}
@@ -181,7 +150,30 @@ class TaskBase:
     def build_prompt(self, ex: Example, prompt_style: str) -> str:
         raise NotImplementedError
 
-    # ------------------------------------------------------------ optional extras
+    # ------------------------------------------------------------ answers and rewards
+    def extract(self, completion: str) -> str | None:
+        """The ONE answer parser of the pack (None: no answer found)."""
+        raise NotImplementedError
+
+    def verify(self, ex: Example, completion: str) -> bool:
+        """Whether the response (prefill + completion) answers ``ex`` correctly."""
+        raise NotImplementedError
+
+    def rewards(self) -> Mapping[str, tuple[RewardFn, float]]:
+        """Reward name -> (function, weight); the training reward is the weighted sum."""
+        return {"correct": (self.correct_reward, 1.0)}
+
+    def sft_target(self, ex: Example, prompt_style: str) -> str:
+        """The gold completion (after the prefill) in that prompt style."""
+        raise NotImplementedError
+
+    def from_fields(self, fields: Mapping[str, Any]) -> Example:
+        """An Example from a ``dllmrl score`` input line (the fields ``gold_fields`` writes)."""
+        from dllmrl.errors import DataError
+
+        raise DataError(f"task '{self.name}' cannot re-score saved completions (it defines no from_fields)")
+
+    # ------------------------------------------------------------ extras with defaults
     def details(self, ex: Example, completion: str) -> dict[str, Any]:
         """Extra per-record fields for the eval JSONL."""
         return {}
@@ -196,4 +188,8 @@ class TaskBase:
 
     def correct_reward(self, ex: Example, completion: str) -> float:
         """The 'correct' reward: 1.0 when verify() says so."""
-        return 1.0 if self.verify(ex, completion) else 0.0  # type: ignore[attr-defined]
+        return 1.0 if self.verify(ex, completion) else 0.0
+
+
+Task = TaskBase
+"""The contract's name in type hints."""

@@ -160,3 +160,22 @@ def test_every_eval_config_field_has_an_option():
     names = {p.name for p in cmd.params}
     fields = {f.name for f in dataclasses.fields(EvalConfig)} - {"gen_lens"}
     assert fields <= names and "gen_len" in names
+
+
+def test_a_new_pack_version_regenerates_instead_of_resuming(tiny_model_dir, tmp_path, count_sampling, monkeypatch):
+    """Records made with an older prompt or parser (another pack version) are never silently reused."""
+    from dllmrl.tasks.sudoku import Sudoku
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "ev"
+    args = ["eval", "sudoku", "--model", tiny_model_dir, "--limit", "2", "--gen-len", "16", "--block-len", "16",
+            "--prompt-style", "compact", "--out", str(out), "--device", "cpu"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert sum(count_sampling) == 2
+    assert {r["settings"]["task_version"] for r in read_records(out / "records.jsonl")} == {Sudoku.version}
+    assert runner.invoke(app, args).exit_code == 0 and sum(count_sampling) == 2  # same version: resumed
+    monkeypatch.setattr(Sudoku, "version", Sudoku.version + "-changed-parser")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert sum(count_sampling) == 4  # regenerated
+    assert json.loads((out / "results.json").read_text())["settings"]["task_version"] == "1-changed-parser"

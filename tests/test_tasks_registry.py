@@ -43,7 +43,7 @@ def test_gold_is_correct_and_best_garbage_is_not(name):
 @pytest.mark.parametrize("name", BUILTIN)
 def test_from_fields_round_trips_the_gold(name):
     task = get_task(name)
-    ex = task.load(getattr(task, "eval_split", "test"))[0]
+    ex = task.load(task.eval_split)[0]
     again = task.from_fields({**task.gold_fields(ex), "completion": ""})
     gold = response_text(task, task.sft_target(ex, "eval"), "eval")
     assert task.verify(again, gold)

@@ -13,7 +13,7 @@ TOY_GEN_LEN = 8
 """Completion length the lowercase toy is scored over."""
 
 
-class ToyLowercase:
+class ToyLowercase(TaskBase):
     """Say lowercase letters: reward = fraction of lowercase characters in the 8-character completion
     (graded, so advantages are nonzero); correct = at least 6 of 8."""
 

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dllmrl.commands.options import DeviceOpt, DtypeOpt, TrustRemoteCodeOpt
+from dllmrl.commands.options import Resolved, config_options
+from dllmrl.config import BenchConfig, ModelConfig
 
 EPILOG = """Examples:
 
@@ -19,35 +20,21 @@ EPILOG = """Examples:
 """
 
 
+@config_options("bench", BenchConfig, ModelConfig, exclude={"adapter", "adapter_subfolder"})
 def bench_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local directory of the model to time.")] = "checkpoints/tiny-sudoku",
     tiny_vocab: Annotated[Optional[int], typer.Option("--tiny-vocab", help="Time a random tiny ModernBERT with this vocabulary instead of --model (e.g. 100 vs 32000 shows trajectory memory does not depend on it).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per batch.")] = 8,
-    prompt_len: Annotated[int, typer.Option("--prompt-len", help="Prompt tokens per sequence (random ids).")] = 64,
-    gen_len: Annotated[int, typer.Option("--gen-len", help="Generated positions.")] = 256,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default gen-len / 2).")] = None,
-    block_len: Annotated[int, typer.Option("--block-len", help="Block length.")] = 32,
-    k_steps: Annotated[int, typer.Option("--k-steps", help="Selected steps per rollout (training).")] = 8,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats; the median is reported.")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and sampling.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Skip the training micro-step.")] = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else on stdout.")] = False,
+    opts: Resolved = None,  # type: ignore[assignment]
 ) -> None:
     """Time the forward-pass floor, the sampler and a training micro-step; report peak memory."""
-    from dllmrl.bench import BenchConfig
-
-    cfg = BenchConfig(batch_size=batch_size, prompt_len=prompt_len, gen_len=gen_len, steps=steps,
-                      block_len=block_len, k_steps=k_steps, repeats=repeats, warmup=warmup, seed=seed)
+    cfg, mcfg = opts.build(BenchConfig), opts.build(ModelConfig)
+    batch_size, prompt_len, gen_len, k_steps = cfg.batch_size, cfg.prompt_len, cfg.gen_len, cfg.k_steps
     import torch
     from rich.console import Console
 
     from dllmrl.bench import random_tiny_adapter, run_bench, train_step_fns
-    from dllmrl.config import ModelConfig
     from dllmrl.models import load_model, resolve_device, resolve_dtype
     from dllmrl.ui import stderr_console, table
 
@@ -55,10 +42,10 @@ def bench_command(
         torch.set_num_threads(threads)
     if tiny_vocab:
         adapter = random_tiny_adapter(tiny_vocab, max_len=prompt_len + gen_len)
-        dev = resolve_device(device)
-        adapter.model.to(dev, resolve_dtype(dtype, dev))
+        dev = resolve_device(mcfg.device)
+        adapter.model.to(dev, resolve_dtype(mcfg.dtype, dev))
     else:
-        adapter = load_model(ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code))
+        adapter = load_model(mcfg)
     status = stderr_console().status("benchmarking")
     with status:
         res = run_bench(adapter, cfg, train_step=None if no_train else train_step_fns(),

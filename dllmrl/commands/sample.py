@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
-from dllmrl.commands.options import (
-    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, GenLenOpt,
-    GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
-    TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
-)
+from dllmrl.commands.options import Resolved, config_options
+from dllmrl.config import GuidanceConfig, ModelConfig, SamplerConfig, model_max_positions
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The prompt-side options of ``dllmrl sample``."""
+
+    seed: int = 0
+    """Seed of the sampler's torch.Generator."""
+    raw: bool = False
+    """Send the prompt as it is, without the chat template."""
+    prefill: str = ""
+    """Text placed after the generation prompt (e.g. '<reasoning>')."""
+
 
 EPILOG = """Examples:
 
@@ -24,54 +35,21 @@ EPILOG = """Examples:
 """
 
 
+@config_options("sample", SamplerConfig, ModelConfig, GuidanceConfig, SampleConfig)
 def sample_command(
     prompt: Annotated[str, typer.Argument(help="The user message (the chat template is applied unless --raw).")],
-    model: ModelOpt = "GSAI-ML/LLaDA-8B-Instruct",
-    adapter: AdapterOpt = None,
-    adapter_subfolder: AdapterSubfolderOpt = None,
-    gen_len: GenLenOpt = None,  # type: ignore[assignment]
-    steps: StepsOpt = None,  # type: ignore[assignment]
-    block_len: BlockLenOpt = None,  # type: ignore[assignment]
-    temperature: TemperatureOpt = None,  # type: ignore[assignment]
-    cfg_scale: CfgScaleOpt = 0.0,
-    remasking: RemaskingOpt = "low_confidence",
-    decode: DecodeOpt = "fixed",
-    threshold: ThresholdOpt = 0.9,
-    seed: SeedOpt = 0,
-    guidance: GuidanceOpt = "none",
-    reward_model: RewardModelOpt = None,
-    guidance_steps: GuidanceStepsOpt = 1,
-    guidance_lr: GuidanceLrOpt = 1.0,
-    best_of_n: BestOfNOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    raw: Annotated[bool, typer.Option("--raw", help="Send the prompt as it is, without the chat template.")] = False,
-    prefill: Annotated[str, typer.Option("--prefill", help="Text placed after the generation prompt (e.g. '<reasoning>').")] = "",
     no_live: Annotated[bool, typer.Option("--no-live", help="Do not show the live unmasking view.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the trajectory, and nothing else.")] = False,
     delay: Annotated[Optional[float], typer.Option("--delay", help="Seconds to pause after each step of the live view (to watch a fast model).")] = None,
+    opts: Resolved = None,  # type: ignore[assignment]
 ) -> None:
     """Generate a completion, showing the tokens unmasking step by step.
 
-    --gen-len, --steps, --block-len and --temperature not given come from the model directory's
-    dllmrl.json, else 128, gen-len / 2, 32 and 0.
+    Options not given come from --config, then the model directory's dllmrl.json, then the defaults shown.
     """
-    from dllmrl.config import ModelConfig, SamplerConfig
-    from dllmrl.model_defaults import resolve
-
-    r = resolve(model, {"gen_len": gen_len, "block_len": block_len, "temperature": temperature, "steps": steps},
-                {"gen_len": 128, "block_len": 32, "temperature": 0.0, "steps": None})
-    gen_len, block_len, temperature = int(r["gen_len"]), int(r["block_len"]), float(r["temperature"])
-    steps = int(r["steps"]) if r["steps"] is not None else max(1, gen_len // 2)
-    from dllmrl.sampling.guidance import GuidanceConfig
-
-    scfg = SamplerConfig(gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
-                         cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold)
-    mcfg = ModelConfig(model=model, adapter=adapter, adapter_subfolder=adapter_subfolder, device=device, dtype=dtype,
-                       trust_remote_code=trust_remote_code)
-    gcfg = GuidanceConfig(guidance=guidance, reward_model=reward_model, guidance_steps=guidance_steps,
-                          guidance_lr=guidance_lr, best_of_n=best_of_n)
+    scfg, mcfg, gcfg = opts.build(SamplerConfig), opts.build(ModelConfig), opts.build(GuidanceConfig)
+    seed, raw, prefill = opts["seed"], opts["raw"], opts["prefill"]
+    model, adapter = mcfg.model, mcfg.adapter
 
     import time
 
@@ -86,6 +64,7 @@ def sample_command(
     adapter_ = load_model(mcfg)
     text = adapter_.render_prompt(prompt, chat=not raw, prefill=prefill)
     ids, attn = adapter_.encode([text])
+    scfg.check_fits(model_max_positions(adapter_.model), ids.shape[1])
     gen = torch.Generator(device=ids.device).manual_seed(seed)
     reward = None
     if gcfg.guidance != "none":

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from dllmrl.commands.options import Resolved, config_options
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Options of ``dllmrl score``."""
+
+    out: str | None = None
+    """Write each line back with 'extracted' and 'correct' added."""
+    prompt_style: str = "eval"
+    """Prompt style the completions answered (its prefill, e.g. '<reasoning>', counts for format rewards)."""
 
 EPILOG = """Each line holds 'completion' plus the task's ground truth:
 
@@ -20,28 +33,27 @@ Examples:
 """
 
 
+@config_options("score", ScoreConfig)
 def score_command(
     task: Annotated[str, typer.Argument(help="Task pack (dllmrl ls tasks).")],
     file: Annotated[Path, typer.Argument(help="JSONL: 'completion' plus the task's ground-truth fields on each line.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write each line back with 'extracted' and 'correct' added.")] = None,
-    prompt_style: Annotated[str, typer.Option("--prompt-style", help="Prompt style the completions answered (its prefill, e.g. '<reasoning>', counts for format rewards).")] = "eval",
+    opts: Resolved = None,  # type: ignore[assignment]
 ) -> None:
     """Re-score completions: prints accuracy (and the task's own metrics); --out writes the scored lines."""
-    from rich.console import Console
-
-    from dllmrl.evaluation.loop import score_file
-    from dllmrl.ui import progress, table
-    from dllmrl.tasks.base import get_task
-
     from contextlib import nullcontext
 
-    from dllmrl.evaluation.scoring import check_out_file, unique_rows
+    from rich.console import Console
+
+    from dllmrl.evaluation.scoring import check_out_file, score_file, unique_rows
     from dllmrl.io.jsonl import read_jsonl, write_jsonl
     from dllmrl.io.lock import DirLock
+    from dllmrl.tasks.base import get_task
+    from dllmrl.ui import progress, table
 
+    out = Path(opts["out"]) if opts["out"] is not None else None
+    prompt_style = opts["prompt_style"]
     pack = get_task(task)
-    if hasattr(pack, "check_style"):
-        pack.check_style(prompt_style)
+    pack.check_style(prompt_style)
     if out is not None:
         check_out_file(out)
     # One writer per --out file: a second score into it stops at once with the holder's pid.
@@ -55,7 +67,7 @@ def score_command(
             t = bar.add_task(f"scoring {task}", total=len(rows), info="")
             scored = score_file(pack, rows, prompt_style=prompt_style, on_row=lambda i: bar.advance(t))
         correct = sum(bool(r["correct"]) for r in scored)
-        metrics = {"accuracy": correct / len(scored), **(pack.summary(scored) if hasattr(pack, "summary") else {})}
+        metrics = {"accuracy": correct / len(scored), **pack.summary(scored)}
         Console().print(table(f"{task}: {file.name}", ["metric", "value"], [*metrics.items(), ("n", len(scored))]))
         if out is not None:
             write_jsonl(out, scored, rerun="rerun the same command")

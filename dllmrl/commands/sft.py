@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
-from functools import lru_cache
 from typing import Annotated, Optional
 
 import typer
 
-from dllmrl.commands.options import DeviceOpt, DtypeOpt, ModelOpt, TrustRemoteCodeOpt
+from dllmrl.commands.options import Resolved, config_options
+from dllmrl.config import ModelConfig
+from dllmrl.training.sft_config import SftConfig
 
 EPILOG = """Examples:
 
@@ -28,71 +26,19 @@ scripts/make_tiny_checkpoints.sh rebuilds the shipped tiny models.
 """
 
 
-@lru_cache(maxsize=None)
-def field_help(cls: type) -> dict[str, str]:
-    """Field name -> the docstring under it in a dataclass body (the one source of help texts)."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    out = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            out[node.target.id] = " ".join(str(nxt.value.value).split())
-    return out
-
-
-def _h(name: str) -> str:
-    from dllmrl.training.sft_config import SftConfig
-
-    return field_help(SftConfig)[name]
-
-
+@config_options("sft", SftConfig, ModelConfig, exclude={"adapter", "adapter_subfolder"})
 def sft_command(
-    task: Annotated[str, typer.Argument(help="Task pack to train on (see `dllmrl ls tasks`).")],
-    model: ModelOpt = "GSAI-ML/LLaDA-8B-Instruct",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help=_h("output"))] = None,
-    split: Annotated[str, typer.Option("--split", help=_h("split"))] = "train",
-    prompt_style: Annotated[Optional[str], typer.Option("--prompt-style", help=_h("prompt_style"))] = None,
-    gen_len: Annotated[Optional[int], typer.Option("--gen-len", help=_h("gen_len"))] = None,
-    chat: Annotated[bool, typer.Option("--chat/--raw", help=_h("chat"))] = True,
-    limit: Annotated[Optional[int], typer.Option("--limit", help=_h("limit"))] = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", help=_h("max_steps"))] = 1000,
-    batch_size: Annotated[int, typer.Option("--batch-size", help=_h("batch_size"))] = 16,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help=_h("grad_accum"))] = 1,
-    lr: Annotated[float, typer.Option("--lr", help=_h("lr"))] = 1e-4,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help=_h("warmup_steps"))] = 50,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help=_h("weight_decay"))] = 0.1,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help=_h("max_grad_norm"))] = 1.0,
-    min_t: Annotated[float, typer.Option("--min-t", help=_h("min_t"))] = 1e-3,
-    lora: Annotated[str, typer.Option("--lora", help=_h("lora"))] = "auto",
-    lora_r: Annotated[int, typer.Option("--lora-r", help=_h("lora_r"))] = 128,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help=_h("lora_alpha"))] = 64,
-    lora_dropout: Annotated[float, typer.Option("--lora-dropout", help=_h("lora_dropout"))] = 0.05,
-    save_every: Annotated[int, typer.Option("--save-every", help=_h("save_every"))] = 500,
-    eval_every: Annotated[int, typer.Option("--eval-every", help=_h("eval_every"))] = 0,
-    eval_limit: Annotated[int, typer.Option("--eval-limit", help=_h("eval_limit"))] = 64,
-    eval_split: Annotated[Optional[str], typer.Option("--eval-split", help=_h("eval_split"))] = None,
-    keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help=_h("keep_checkpoints"))] = 0,
-    log_every: Annotated[int, typer.Option("--log-every", help=_h("log_every"))] = 10,
-    seed: Annotated[int, typer.Option("--seed", help=_h("seed"))] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help=_h("resume"))] = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
+    task: Annotated[Optional[str], typer.Argument(help="Task pack to train on (see `dllmrl ls tasks`); may come from --config.")] = None,
+    opts: Resolved = None,  # type: ignore[assignment]
 ) -> None:
     """Supervised fine-tuning with the masked-diffusion objective: the prompt is kept, each completion token
     is masked with probability t ~ U(0, 1) per sequence, and the cross-entropy on masked tokens is weighted by 1/t."""
-    from dllmrl.config import ModelConfig
-    from dllmrl.training.sft_config import SftConfig
+    from dllmrl.errors import ConfigError
 
-    cfg = SftConfig(
-        task=task, output=output, split=split, prompt_style=prompt_style, gen_len=gen_len, chat=chat, limit=limit,
-        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps,
-        weight_decay=weight_decay, max_grad_norm=max_grad_norm, min_t=min_t, lora=lora, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, eval_every=eval_every,
-        eval_limit=eval_limit, eval_split=eval_split,
-        keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed,
-        resume=resume,
-    )
-    mcfg = ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    if opts["task"] is None:
+        raise ConfigError("dllmrl sft needs a TASK (e.g. dllmrl sft sudoku) or a --config file that names one")
+    cfg, mcfg = opts.build(SftConfig), opts.build(ModelConfig)
+    task, model = cfg.task, mcfg.model
 
     from dllmrl.config import config_dict
     from dllmrl.training.sft import resolve_config, run_sft

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from dllmrl.config import REMASKING, SamplerConfig
+from dllmrl.config import REMASKING, SamplerConfig, check_finite
 from dllmrl.errors import ConfigError, DataError, DllmrlError
 from dllmrl.evaluation.records import RECORDS, RESULTS, read_records, settings_for
 from dllmrl.evaluation.scoring import score_file, score_one
@@ -84,6 +84,7 @@ class EvalConfig:
     """Batch prompts of similar token length together (less padding, faster); the records do not change."""
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if not self.gen_lens:
             raise ConfigError("--gen-len needs at least one length, e.g. --gen-len 128,256,512")
         if self.batch_size <= 0:
@@ -97,7 +98,7 @@ class EvalConfig:
 
     def sampler_config(self, gen_len: int) -> SamplerConfig:
         return SamplerConfig(
-            gen_len=gen_len, steps=self.steps if self.steps is not None else max(1, gen_len // 2),
+            gen_len=gen_len, steps=self.steps,
             block_len=self.block_len, temperature=self.temperature, cfg_scale=self.cfg_scale,
             remasking=self.remasking, decode=self.decode, threshold=self.threshold,
         )
@@ -206,15 +207,15 @@ def evaluate(
     out = Path(cfg.out)
     lock = DirLock(out, "dllmrl eval", option="--out")
     ranks.run_on_main(lock.acquire)
-    workers = max(1, int(getattr(task, "score_workers", 1)))
-    model_info = dict(model_info or {"model": getattr(adapter, "name", "")})
+    workers = max(1, task.score_workers)
+    model_info = dict(model_info or {"model": adapter.name})
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             run = _Run(task, adapter, cfg, examples, out, ranks, model_info, guidance, reward,
                        on_progress if ranks.main else None, pool)
             lengths = [_eval_length(run, g) for g in cfg.gen_lens]
-        results = EvalResults(cfg.task, cfg.split, getattr(task, "headline", "accuracy"), lengths, str(out / RECORDS),
-                              {**model_info, **{k: v for k, v in asdict(replace(cfg)).items() if k != "gen_lens"},
+        results = EvalResults(cfg.task, cfg.split, task.headline, lengths, str(out / RECORDS),
+                              {**model_info, "task_version": task.version, **{k: v for k, v in asdict(replace(cfg)).items() if k != "gen_lens"},
                                "gen_lens": list(cfg.gen_lens)})
         ranks.run_on_main(lambda: _write_results(out / RESULTS, results))
     except KeyboardInterrupt:
@@ -249,7 +250,7 @@ def _write_results(path: Path, results: EvalResults) -> None:
 
 
 def _settings(run: _Run, scfg: SamplerConfig) -> dict[str, Any]:
-    settings = settings_for(run.cfg, scfg, run.model_info)
+    settings = settings_for(run.cfg, scfg, run.model_info, run.task.version)
     if run.guided:
         g = run.guidance
         settings = {**settings, **asdict(g), "best_of_n": g.candidates(scfg) if g.guidance == "best-of-n" else None}
@@ -300,7 +301,7 @@ def _eval_length(run: _Run, gen_len: int) -> LengthResult:
     have = _have(path, settings, set(run.order))
     recs = [have[i] for i in run.order]
     correct = sum(bool(r.get("correct")) for r in recs)
-    metrics = run.task.summary(recs) if hasattr(run.task, "summary") else {}
+    metrics = run.task.summary(recs)
     return LengthResult(gen_len, scfg.steps, len(recs), correct, correct / len(recs), metrics, len(todo),
                         round(time.perf_counter() - t0, 3))
 
@@ -340,7 +341,7 @@ def _generate(run: _Run, scfg: SamplerConfig, settings: Mapping[str, Any], batch
             completions = [adapter.decode_completion(row) for row in traj.completion_ids]
             scores = list(run.pool.map(lambda a: score_one(task, a[0], a[1], cfg.prompt_style), zip(batch, completions)))
             for ex, text, completion, score in zip(batch, texts, completions, scores):
-                gold = task.gold_fields(ex) if hasattr(task, "gold_fields") else {}
+                gold = task.gold_fields(ex)
                 shard.write({"id": ex.id, **gold, "prompt": text, "completion": completion, **score,
                              "settings": settings, "nfe": traj.nfe, "gen_seconds": round(gen_s / len(batch), 4),
                              **({"reward_calls": calls} if run.guided else {})})

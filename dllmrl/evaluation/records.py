@@ -21,9 +21,10 @@ RECORDS = "records.jsonl"
 RESULTS = "results.json"
 
 
-def settings_for(cfg: Any, scfg: SamplerConfig, model: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two records comparable: the model, the task, the prompt and the sampler (``cfg``: an EvalConfig)."""
-    return {**dict(model), "task": cfg.task, "split": cfg.split, "prompt_style": cfg.prompt_style, "raw": cfg.raw,
+def settings_for(cfg: Any, scfg: SamplerConfig, model: Mapping[str, Any], task_version: str) -> dict[str, Any]:
+    """What makes two records comparable: the model, the task and its version, the prompt and the sampler
+    (``cfg``: an EvalConfig)."""
+    return {**dict(model), "task": cfg.task, "task_version": task_version, "split": cfg.split, "prompt_style": cfg.prompt_style, "raw": cfg.raw,
             "gen_len": scfg.gen_len, "steps": scfg.steps, "block_len": scfg.block_len, "temperature": scfg.temperature,
             "remasking": scfg.remasking, "cfg_scale": scfg.cfg_scale, "decode": scfg.decode,
             "threshold": scfg.threshold if scfg.decode == "threshold" else None,

@@ -20,14 +20,14 @@ def score_one(task: Any, ex: Any, completion: str, prompt_style: str) -> dict[st
     response = response_text(task, completion, prompt_style)
     reward, parts = total_reward(task, ex, response)
     correct = bool(parts["correct"]) if "correct" in parts else bool(task.verify(ex, response))
-    details = task.details(ex, response) if hasattr(task, "details") else {}
+    details = task.details(ex, response)
     return {"extracted": task.extract(response), "correct": correct, "reward": reward, "rewards": parts, **details}
 
 
 def score_file(task: Any, rows: Sequence[Mapping[str, Any]], *, prompt_style: str = "eval",
                on_row: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Re-score completions made by any tool: each row needs ``completion`` and the task's own fields."""
-    workers = max(1, int(getattr(task, "score_workers", 1)))
+    workers = max(1, task.score_workers)
 
     def one(i: int) -> dict[str, Any]:
         row = rows[i]

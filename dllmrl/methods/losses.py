@@ -1,4 +1,4 @@
-"""Policy losses and KL forms (DESIGN.md EGSPO step 6; diffu-GRPO's token-level loss).
+"""Policy losses and KL forms (EGSPO step 6, the clipped ratio with a KL term; diffu-GRPO's token-level loss).
 
     loss, metrics = policy_loss(logp_new, logp_old, adv, LossConfig(), kl=kl)          # one value per sequence
     loss, metrics = token_policy_loss(logp_new, logp_old, adv, mask, cfg, kl=kl)       # one value per token
@@ -17,8 +17,7 @@ from torch import Tensor
 
 from dllmrl.errors import ConfigError
 
-KL_FORMS = ("k3", "exact")
-AGGREGATIONS = ("sum", "mean")
+from dllmrl.training.train_config import AGGREGATIONS, KL_FORMS  # the one definition (the CLI checks them early)
 
 
 @dataclass(frozen=True)

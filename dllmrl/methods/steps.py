@@ -1,4 +1,4 @@
-"""EGSPO and EGSPO-SA: train on K selected denoising steps of each rollout (DESIGN.md steps 3-7).
+"""EGSPO and EGSPO-SA: train on K selected denoising steps of each rollout (EGSPO steps 3-7: select, advantage, clip).
 
     EGSPO      entropy-guided top-K steps, sequence-level group-relative advantages (λ = 0)
     EGSPO-SA   plus stepwise advantages from the one-shot greedy completions (λ > 0)

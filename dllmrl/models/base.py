@@ -18,6 +18,19 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """Token rows -> (B, L) ids padded on the left with ``pad`` and the (B, L) attention mask (1 on tokens):
+    the layout the sampler, the trainer and SFT all share, so a prompt ends where its completion starts."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, L)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            attn[i, width - len(r):] = 1
+    return ids, attn
+
 @dataclass
 class ModelAdapter:
     model: Any
@@ -82,14 +95,7 @@ class ModelAdapter:
     def encode(self, texts: Sequence[str], device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
         """Rendered texts -> left-padded (B, L) ids and attention mask."""
         rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        width = max(len(r) for r in rows)
-        pad = self.pad_id if self.pad_id is not None else self.mask_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-                attn[i, width - len(r):] = 1
+        ids, attn = left_pad(rows, self.pad_id if self.pad_id is not None else self.mask_id)
         dev = device if device is not None else self.device
         return ids.to(dev), attn.to(dev)
 

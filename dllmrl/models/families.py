@@ -35,8 +35,8 @@ LORA_TARGETS = {
     "llada": ["q_proj", "k_proj", "v_proj", "up_proj"],
     "Dream": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-# The published LLaDA checkpoints' mask token, "<|mdm_mask|>" (llada.LLADA_MASK_ID, repeated here so that
-# choosing a family does not import the model code).
+# The published LLaDA checkpoints' mask token, "<|mdm_mask|>": the one definition (llada.py imports it), kept
+# here so that choosing a family does not import the model code.
 LLADA_MASK_ID = 126336
 
 
@@ -173,7 +173,6 @@ def load_llada(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapte
 
 
 def _load_llada_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> ModelAdapter:
-    from dllmrl.models.llada import LLADA_MASK_ID as default_mask
     from dllmrl.models.llada import LLaDAModelLM
 
     tok = _load_tokenizer(source, cfg)
@@ -181,7 +180,7 @@ def _load_llada_native(source: str, cfg: ModelConfig, dtype: torch.dtype) -> Mod
     # The model defines its mask token (config.json); the tokenizer of the published checkpoints names none.
     mask_id = model.config.mask_token_id
     if mask_id is None:
-        mask_id = tok.mask_token_id if tok.mask_token_id is not None else default_mask
+        mask_id = tok.mask_token_id if tok.mask_token_id is not None else LLADA_MASK_ID
     pad = tok.pad_token_id if tok.pad_token_id is not None else model.config.pad_token_id
     return ModelAdapter(
         model=model, tokenizer=tok, mask_id=int(mask_id), eos_ids=eos_ids(tok), pad_id=pad,

@@ -43,8 +43,7 @@ from dllmrl.models.layers import (
     split_heads,
 )
 
-LLADA_MASK_ID = 126336
-"""The mask token of the published LLaDA checkpoints ("<|mdm_mask|>"), used when config.json has none."""
+from dllmrl.models.families import LLADA_MASK_ID  # noqa: E402  (the published checkpoints' mask token, defined once)
 
 
 class LLaDAConfig(PretrainedConfig):

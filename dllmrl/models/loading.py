@@ -69,6 +69,9 @@ def _in_hub_cache(repo_id: str, filename: str = "config.json", subfolder: str | 
 
 def resolve_source(name: str, *, what: str = "--model", filename: str = "config.json", subfolder: str | None = None) -> str:
     """Return a local directory or a hub id that can be loaded, or raise a clear error."""
+    from dllmrl.model_defaults import find_model
+
+    name = find_model(name)  # a shipped checkpoint's short name (tiny-sudoku) -> its installed directory
     path = Path(name).expanduser()
     if path.exists():
         where = path / subfolder if subfolder else path
@@ -131,6 +134,10 @@ def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     source = resolve_source(cfg.model)
+    if cfg.adapter:  # before the weights load: an adapter for another base model is refused at once
+        from dllmrl.model_defaults import check_adapter_base
+
+        check_adapter_base(cfg.model, cfg.adapter, cfg.adapter_subfolder)
     model_type = read_model_type(source)
     try:
         family = MODELS.get(model_type)
@@ -188,3 +195,7 @@ def load_peft_adapter(model, adapter: str, subfolder: str | None = None, *, trai
         return PeftModel.from_pretrained(model, source, is_trainable=trainable, **kwargs)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise ModelLoadError(f"--adapter '{adapter}' could not be loaded onto --model: {e}") from None
+    except RuntimeError as e:  # torch's "size mismatch" list: the adapter was made for another architecture
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise ModelLoadError(f"--adapter '{adapter}' does not fit --model (its weights have other shapes: it was "
+                             f"made for another base model): {first}") from None

@@ -16,46 +16,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dllmrl.config import SamplerConfig
+from dllmrl.config import GUIDANCE_METHODS, GuidanceConfig, SamplerConfig  # noqa: F401  (GuidanceConfig: API)
 from dllmrl.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("none", "expectation", "aps", "entrgi", "best-of-n")
-
-
-@dataclass(frozen=True)
-class GuidanceConfig:
-    guidance: str = "none"
-    """none, expectation (soft embeddings, w=0), aps (straight-through, w=1), entrgi (w = entropy / log V), best-of-n."""
-    reward_model: str | None = None
-    """Hub id or local directory of a sequence-classification model returning one scalar reward."""
-    guidance_steps: int = 1
-    """Gradient steps on the logits per denoising step."""
-    guidance_lr: float = 1.0
-    """Step size eta of the logit update."""
-    best_of_n: int | None = None
-    """Candidates for best-of-n; default: the reward calls a guided run makes (steps x guidance-steps)."""
-
-    def __post_init__(self) -> None:
-        if self.guidance not in METHODS:
-            raise ConfigError(f"--guidance must be one of {', '.join(METHODS)}, got '{self.guidance}'")
-        if self.guidance != "none" and not self.reward_model:
-            raise ConfigError(f"--guidance {self.guidance} needs --reward-model (a local directory or hub id)")
-        if self.guidance_steps < 1:
-            raise ConfigError(f"--guidance-steps must be >= 1, got {self.guidance_steps}")
-        if self.best_of_n is not None and self.best_of_n < 1:
-            raise ConfigError(f"--best-of-n must be >= 1, got {self.best_of_n}")
-
-    def candidates(self, scfg: SamplerConfig) -> int:
-        return self.best_of_n if self.best_of_n is not None else scfg.steps * self.guidance_steps
+METHODS = GUIDANCE_METHODS
 
 
 def mix_weight(q: Tensor, method: str) -> Tensor:

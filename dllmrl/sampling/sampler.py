@@ -2,7 +2,7 @@
 
     traj = sample(adapter, prompt_ids, attention_mask, SamplerConfig(gen_len=64, steps=32))
 
-The specification is DESIGN.md "The sampler"; the numbered comments below follow it.
+It follows LLaDA's semi-autoregressive low-confidence remasking; the numbered comments below are its steps.
 Everything is vectorised over the batch; the per-step work beyond the forward pass is
 limited to the current block (Gumbel noise, softmax, top-k) and a (B, block, V) slice.
 """

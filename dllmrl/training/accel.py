@@ -95,16 +95,6 @@ def rank_generator(accelerator, seed: int) -> torch.Generator:
     return gen
 
 
-def is_main(accelerator) -> bool:
-    return bool(accelerator is None or accelerator.is_main_process)
-
-
-def main_log(accelerator, msg: str, *args: Any, level: int = logging.INFO) -> None:
-    """Log from rank 0 only."""
-    if is_main(accelerator):
-        log.log(level, msg, *args)
-
-
 def reduce_mean(accelerator, value: torch.Tensor | float) -> float:
     """Mean of a scalar over all processes (for metrics)."""
     t = torch.as_tensor(value, dtype=torch.float32, device=accelerator.device).reshape(1)
@@ -112,20 +102,3 @@ def reduce_mean(accelerator, value: torch.Tensor | float) -> float:
         t = accelerator.reduce(t, reduction="mean")
     return float(t.item())
 
-
-def gather_cat(accelerator, value: torch.Tensor) -> torch.Tensor:
-    """Concatenate a (N, ...) tensor from all processes (sizes may differ)."""
-    value = value.to(accelerator.device)
-    if accelerator.num_processes == 1:
-        return value
-    return _gather_uneven(accelerator, value)
-
-
-def _gather_uneven(accelerator, value: torch.Tensor) -> torch.Tensor:
-    n = torch.tensor([value.shape[0]], device=accelerator.device)
-    sizes = accelerator.gather(n).tolist()
-    width = max(sizes)
-    pad = torch.full((width - value.shape[0], *value.shape[1:]), float("nan"), device=value.device, dtype=torch.float32)
-    padded = torch.cat([value.float(), pad]) if pad.shape[0] else value.float()
-    allv = accelerator.gather(padded).view(len(sizes), width, *value.shape[1:])
-    return torch.cat([allv[i, :s] for i, s in enumerate(sizes)])

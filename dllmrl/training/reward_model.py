@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -21,46 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dllmrl.config import ModelConfig, SamplerConfig
-from dllmrl.errors import ConfigError
+from dllmrl.config import ModelConfig, RewardModelConfig, SamplerConfig  # noqa: F401  (RewardModelConfig: API)
 from dllmrl.sampling.sampler import sample
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RewardModelConfig:
-    num_prompts: int = 1024
-    """Training-split prompts to sample from."""
-    samples_per_prompt: int = 4
-    """Completions per prompt (temperature > 0 makes them differ)."""
-    temperature: float = 1.0
-    """Sampling temperature for the labelled completions."""
-    target: str = "correct"
-    """Label: 'correct' (the verifier, binary cross-entropy) or 'reward' (the task's weighted reward, MSE)."""
-    hidden: int = 64
-    """Reward model hidden size."""
-    layers: int = 2
-    """Reward model layers."""
-    epochs: int = 4
-    """Passes over the labelled samples."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    batch_size: int = 64
-    """Sequences per optimizer step (and per sampling batch)."""
-    holdout: float = 0.1
-    """Fraction of prompts held out to report the reward model's accuracy."""
-    seed: int = 0
-    """Seed for sampling, the split and the initial weights."""
-
-    def __post_init__(self) -> None:
-        if self.target not in ("correct", "reward"):
-            raise ConfigError(f"--target must be 'correct' or 'reward', got '{self.target}'")
-        if not 0 <= self.holdout < 1:
-            raise ConfigError(f"--holdout must be in [0, 1), got {self.holdout}")
-        for name in ("num_prompts", "samples_per_prompt", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
 
 
 def collect_samples(task, adapter, examples, scfg: SamplerConfig, cfg: RewardModelConfig, prompt_style: str,
@@ -108,13 +72,9 @@ def build_reward_model(tokenizer, cfg: RewardModelConfig, max_len: int):
 
 
 def _batch(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, r in enumerate(rows):  # left padding, as the sampler lays sequences out
-        ids[i, width - len(r):] = torch.tensor(r)
-        attn[i, width - len(r):] = 1
-    return ids, attn
+    from dllmrl.models.base import left_pad
+
+    return left_pad(rows, pad)  # as the sampler lays sequences out
 
 
 def train_reward_model(model, rows, labels, train_idx, cfg: RewardModelConfig, pad: int,

@@ -70,7 +70,7 @@ class Scorer:
         unknown = sorted(set(weights or {}) - names)
         if unknown:
             raise ConfigError(f"--reward-weight names unknown reward(s) {', '.join(unknown)}; "
-                              f"task '{getattr(task, 'name', '?')}' has: {', '.join(sorted(names))}")
+                              f"task '{task.name}' has: {', '.join(sorted(names))}")
         self.weights = dict(weights or {})
         self._pool: ThreadPoolExecutor | None = None
         self._cache: dict[tuple[str, str], Score] = {}
@@ -111,8 +111,7 @@ class Scorer:
 
 def response_prefix(task: Any, prompt_style: str) -> str:
     """The prefill of a prompt style: model input, and the start of the response that rewards see."""
-    prefill_for = getattr(task, "prefill_for", None)
-    return prefill_for(prompt_style) if prefill_for else getattr(task, "prefill", "")
+    return task.prefill_for(prompt_style)
 
 
 def encode_prompts(adapter: ModelAdapter, examples: Sequence[Any], *, prefill: str, chat: bool,

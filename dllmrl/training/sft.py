@@ -108,16 +108,13 @@ def tokenize_examples(adapter: ModelAdapter, prompts: Sequence[str], targets: Se
 
 def collate(rows: Sequence[SftRow], pad_id: int) -> SftBatch:
     """Left-pad the prompts to the batch's widest one, exactly as ``ModelAdapter.encode`` does for sampling."""
-    P = max(len(r.prompt_ids) for r in rows)
-    G = len(rows[0].completion_ids)
-    ids = torch.full((len(rows), P + G), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        n = len(r.prompt_ids)
-        ids[i, P - n:P] = torch.tensor(r.prompt_ids, dtype=torch.long)
-        ids[i, P:] = torch.tensor(r.completion_ids, dtype=torch.long)
-        attn[i, P - n:] = 1
-    return SftBatch(input_ids=ids, attention_mask=attn, prompt_len=P)
+    from dllmrl.models.base import left_pad
+
+    prompt, prompt_attn = left_pad([r.prompt_ids for r in rows], pad_id)  # (B, P)
+    completion = torch.tensor([r.completion_ids for r in rows], dtype=torch.long)  # (B, G)
+    ids = torch.cat([prompt, completion], 1)  # (B, P + G)
+    attn = torch.cat([prompt_attn, torch.ones_like(completion)], 1)
+    return SftBatch(input_ids=ids, attention_mask=attn, prompt_len=prompt.shape[1])
 
 
 def draw_t(batch: int, min_t: float, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -423,7 +420,7 @@ def eval_sampler_config(cfg: SftConfig, model: str) -> SamplerConfig:
     """The sampler of the quick evaluation: the model's dllmrl.json settings at this run's gen_len, greedy."""
     d = model_defaults.read_model_defaults(model)
     try:
-        return SamplerConfig(gen_len=cfg.gen_len, steps=d.get("steps", cfg.gen_len // 2 or 1),
+        return SamplerConfig(gen_len=cfg.gen_len, steps=d.get("steps"),
                              block_len=d.get("block_len", min(32, cfg.gen_len)),
                              remasking=d.get("remasking", "low_confidence"))
     except ConfigError:  # the model's steps / block_len do not fit this gen_len: one block, one token per step

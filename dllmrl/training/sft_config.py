@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from dllmrl.config import check_finite
 from dllmrl.errors import ConfigError
 
 LORA_MODES = ("auto", "on", "off")
@@ -86,6 +87,7 @@ class SftConfig:
     """Continue from the newest checkpoint in output_dir (same config) instead of starting over."""
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "lora_r", "lora_alpha", "eval_limit"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")

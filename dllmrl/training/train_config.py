@@ -1,6 +1,6 @@
 """``TrainConfig``: every option of ``dllmrl train`` that is not a sampler or model option.
 
-Defaults are the paper's (DESIGN.md "EGSPO and EGSPO-SA" step 8 and the reference scripts).
+Defaults are the paper's (its training hyperparameters and the reference scripts' values).
 Fields left as None take the method's default (``Method.defaults``: ε = 0.5 for diffu-GRPO,
 λ = 1 for EGSPO-SA, μ = 12 for diffu-GRPO) when the trainer resolves the config; the sampler
 settings (--gen-len, --steps, --block-len, --temperature) and --prompt-style fall back to the
@@ -9,9 +9,11 @@ model directory's dllmrl.json, then to the paper's training values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dllmrl.config import check_finite
 from dllmrl.errors import ConfigError
 
 KL_FORMS = ("k3", "exact")
@@ -110,6 +112,8 @@ class TrainConfig:
     puzzles, whose givens the reference's blank-cell reward does not check)."""
 
     def __post_init__(self) -> None:
+        check_finite(self, {"lam": "--lambda"})
+
         def pos(name: str, value: Any) -> None:
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name} must be positive, got {value}")
@@ -148,7 +152,7 @@ class TrainConfig:
         if self.reward_workers < 1:
             raise ConfigError(f"--reward-workers must be >= 1, got {self.reward_workers}")
         for name, weight in self.reward_weights:
-            if not isinstance(weight, (int, float)) or weight != weight:
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight):
                 raise ConfigError(f"--reward-weight {name}={weight}: the weight must be a number")
 
     @property

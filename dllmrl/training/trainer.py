@@ -3,7 +3,7 @@
     result = train(TrainConfig(task="sudoku", method="egspo-sa", max_steps=100), scfg, ModelConfig(model=...))
 
 Runs unchanged on a CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` (DeepSpeed ZeRO-2
-through accelerate's own config). The loop follows DESIGN.md "EGSPO and EGSPO-SA":
+through accelerate's own config). The loop follows the EGSPO / EGSPO-SA algorithm:
 
 1. each process draws batch_size / G prompts and samples G completions of each (a group never
    leaves its process), keeping the one-shot greedy completions its step selector needs;
@@ -28,7 +28,7 @@ import torch
 
 from dllmrl.training.accel import build_accelerator, rank_generator, reduce_mean
 from dllmrl.training.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
-from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.config import ModelConfig, SamplerConfig, model_max_positions
 from dllmrl.errors import ConfigError, DataError, DllmrlError
 from dllmrl.training.lora import LoraSettings, add_lora, load_model_4bit
 from dllmrl.methods import get_method
@@ -42,7 +42,7 @@ from dllmrl.training.train_config import TrainConfig, resolve_method
 
 log = logging.getLogger(__name__)
 
-# The paper's training sampler (DESIGN.md step 1); a model's dllmrl.json overrides, the command line wins.
+# The paper's training sampler (gen_len 256, 128 steps, block 32, temperature 0.9); a model's dllmrl.json overrides, the command line wins.
 SAMPLER_FALLBACK = {"gen_len": 256, "steps": 128, "block_len": 32, "temperature": 0.9}
 # Options that may change between a run and its resumption; any other difference is refused.
 RESUMABLE = {"resume", "max_steps", "save_every", "keep_checkpoints", "eval_every", "eval_limit", "log_every",
@@ -132,6 +132,7 @@ class Trainer:
         self.acc = acc = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum, seed=cfg.seed)
         base_cfg = replace(mcfg, device=str(acc.device), adapter=None, adapter_subfolder=None)
         adapter = load_model_4bit(base_cfg) if cfg.load_in_4bit else load_model(base_cfg)
+        scfg.check_fits(model_max_positions(adapter.model))  # before a rollout allocates for a --gen-len too long
         add_lora(adapter, LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
                  init_adapter=mcfg.adapter, init_subfolder=mcfg.adapter_subfolder)
         adapter._takes_position_ids()  # decide before DDP hides the forward's signature
@@ -306,7 +307,7 @@ class Trainer:
     def evaluate(self) -> float:
         """Quick held-out greedy accuracy over --eval-limit examples, shared across processes."""
         cfg, acc = self.cfg, self.acc
-        splits = getattr(self.task, "splits", lambda: {})()
+        splits = self.task.splits()
         split = cfg.eval_split or ("validation" if "validation" in splits else "test")
         exs = self.task.load(split, prompt_style=cfg.prompt_style)
         n = min(cfg.eval_limit, len(exs))

@@ -34,6 +34,7 @@ N_GENERATED = 1_000_000
 
 class Countdown(TaskBase):
     name = "countdown"
+    version = "1"  # bump when the prompts, the parser or the verifier change
     prompt_styles = ("eval", "train", "compact")
     split_sizes = {"test": 256, "train": 4925, "validation": N_VALIDATION, "generated": N_GENERATED}
 

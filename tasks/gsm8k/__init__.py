@@ -29,6 +29,7 @@ N_VALIDATION = 500
 
 class GSM8K(TaskBase):
     name = "gsm8k"
+    version = "1"  # bump when the prompts, the parser or the verifier change
     prompt_styles = ("eval", "train")
     split_sizes = {"test": 1319, "train": 7473 - N_VALIDATION, "validation": N_VALIDATION}
 

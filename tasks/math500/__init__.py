@@ -43,6 +43,7 @@ def extract(completion: str) -> str | None:
 
 class MATH500(TaskBase):
     name = "math500"
+    version = "1"  # bump when the prompts, the parser or the verifier change
     prompt_styles = ("eval", "train")
     split_sizes = {"test": 500, "train": 11998 - N_VALIDATION, "validation": N_VALIDATION}
 

@@ -30,6 +30,7 @@ VALIDATION_IDS = range(511, 601)
 
 class MBPP(CodeTask):
     name = "mbpp"
+    version = "1"  # bump when the prompts, the parser or the verifier change
     split_sizes = {"test": 257, "train": 627, "validation": 90}
 
     @cached_property

@@ -24,7 +24,7 @@ from dllmrl.errors import DataError
 from dllmrl.tasks.base import Example, RewardFn, TaskBase
 from dllmrl.tasks.common import LazySplit, data_file
 from dllmrl.tasks.sudoku import prompts
-from dllmrl.tasks.sudoku.generate import generated_block, puzzle_at
+from dllmrl.tasks.sudoku.generate import puzzle_at
 from dllmrl.tasks.sudoku.verify import as_grid, cell_counts, extract, is_valid_grid, solves
 
 TEST_FILE = "4x4_test_sudoku.csv"
@@ -34,6 +34,7 @@ N_TRAIN = 1_000_000  # the size of the reference's (missing) training file
 
 class Sudoku(TaskBase):
     name = "sudoku"
+    version = "1"  # bump when the prompts, the parser or the verifier change
     prompt_styles = ("eval", "train", "compact")
     headline = "cell_acc"
     eval_split = "test256"  # the reference evaluates these 256; 'test' has all 500

@@ -10,7 +10,6 @@ of a million rows costs nothing until rows are read.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
 from typing import AbstractSet
 
 from dllmrl.tasks.sudoku.verify import all_grids, completions
@@ -31,8 +30,3 @@ def puzzle_at(split: str, i: int, exclude: AbstractSet[str]) -> tuple[str, str]:
         if puzzle not in exclude and len(completions(puzzle)) == 1:
             return puzzle, solution
 
-
-@lru_cache(maxsize=4)
-def generated_block(split: str, n: int, exclude: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    """The first ``n`` puzzles of a split, made eagerly (used for the small validation split)."""
-    return tuple(puzzle_at(split, i, exclude) for i in range(n))
