@@ -74,6 +74,7 @@ def sft_command(
     log_every: Annotated[int, typer.Option("--log-every", help=_h("log_every"))] = 10,
     seed: Annotated[int, typer.Option("--seed", help=_h("seed"))] = 0,
     resume: Annotated[bool, typer.Option("--resume", help=_h("resume"))] = False,
+    report_to: Annotated[str, typer.Option("--report-to", help=_h("report_to"))] = "",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -90,7 +91,7 @@ def sft_command(
         lora_alpha=lora_alpha, lora_dropout=lora_dropout, save_every=save_every, eval_every=eval_every,
         eval_limit=eval_limit, eval_split=eval_split,
         keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed,
-        resume=resume,
+        resume=resume, report_to=report_to,
     )
     mcfg = ModelConfig(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
@@ -104,6 +105,8 @@ def sft_command(
         job = bar.add_task("sft", total=cfg.max_steps, info="")
 
         def on_progress(p) -> None:
+            if p.resumed_from is not None and p.step == p.resumed_from + 1:
+                bar.console.print(f"resumed from the checkpoint of step {p.resumed_from}", highlight=False)
             info = None
             if p.metrics:
                 m = p.metrics
@@ -118,7 +121,8 @@ def sft_command(
                       f"Continue with the same command plus --resume.")
         raise typer.Exit(130)
     flag = "--adapter" if result.lora else "--model"
-    console.print(f"[green]done[/]: {result.step} steps; metrics in {result.run_dir / 'metrics.jsonl'}; "
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    console.print(f"[green]done[/]: {result.step} steps{resumed}; metrics in {result.run_dir / 'metrics.jsonl'}; "
                   f"trained {'adapter' if result.lora else 'model'} in {result.model_dir}")
     base = f" --model {model}" if result.lora else ""
     console.print(f"evaluate it with: dllmrl eval {task}{base} {flag} {result.model_dir}", highlight=False)

@@ -104,6 +104,7 @@ def train_command(
     resume: Annotated[bool, _opt("--resume", name="resume")] = False,
     reward_workers: Annotated[int, _opt("--reward-workers", name="reward_workers")] = 4,
     reward_weights: Annotated[Optional[List[str]], _opt("--reward-weight", name="reward_weights")] = None,
+    report_to: Annotated[str, _opt("--report-to", name="report_to")] = "",
     gen_len: Annotated[Optional[int], typer.Option("--gen-len", help="Generated positions (default: the model's dllmrl.json, else 256).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: dllmrl.json, else 128).")] = None,
     block_len: Annotated[Optional[int], typer.Option("--block-len", help="Block length (default: dllmrl.json, else 32).")] = None,
@@ -134,6 +135,7 @@ def train_command(
         prompt_style=prompt_style, chat=chat, output=output, save_every=save_every, keep_checkpoints=keep_checkpoints,
         eval_every=eval_every, eval_limit=eval_limit, eval_split=eval_split, log_every=log_every, seed=seed,
         resume=resume, reward_workers=reward_workers, reward_weights=parse_reward_weights(reward_weights),
+        report_to=report_to,
     )
     scfg = training_sampler_config(model, gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
                                    cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold)
@@ -153,6 +155,8 @@ def train_command(
         job = bar.add_task(f"train {resolved.method}", total=resolved.max_steps, info="")
 
         def on_step(report) -> None:
+            if report.resumed_from is not None and report.step == report.resumed_from + 1:
+                bar.console.print(f"resumed from the checkpoint of step {report.resumed_from}", highlight=False)
             m = report.metrics
             bar.update(job, completed=report.step,
                        info=f"reward {m.get('reward', float('nan')):.3f}  acc {m.get('accuracy', float('nan')):.3f}")
@@ -166,7 +170,8 @@ def train_command(
             console.print(f"[yellow]{e}[/]", highlight=False)
             raise typer.Exit(130) from None
     if main:
-        console.print(f"[green]done[/]: {result.step} steps; metrics in {result.run_dir / 'metrics.jsonl'}; "
+        resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+        console.print(f"[green]done[/]: {result.step} steps{resumed}; metrics in {result.run_dir / 'metrics.jsonl'}; "
                       f"adapter in {result.adapter_dir}", highlight=False)
         console.print(f"evaluate it with: dllmrl eval {task} --model {model} --adapter {result.adapter_dir}",
                       highlight=False)
