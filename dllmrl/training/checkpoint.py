@@ -395,10 +395,9 @@ def load_checkpoint(
     return Checkpoint(path=path, step=int(meta["step"]), extra=meta.get("extra", {}), rank_state=per_rank.get("rank_state"))
 
 
-def save_final_adapter(run_dir: str | Path, model, accelerator=None, tokenizer=None,
-                       add_files: Callable[[Path], None] | None = None) -> Path | None:
-    """Copy the trained weights to ``RUN_DIR/adapter`` (or ``RUN_DIR/model``) for --adapter / --model (rank 0);
-    ``add_files(dir)`` completes the directory before it replaces the previous one."""
+def save_final_adapter(run_dir: str | Path, model, accelerator=None, tokenizer=None) -> Path | None:
+    """Copy the trained weights to ``RUN_DIR/adapter`` (or ``RUN_DIR/model``) for --adapter / --model (rank 0),
+    replacing a previous copy crash-safely."""
     if _rank(accelerator) != 0:
         _barrier(accelerator)
         return None
@@ -410,8 +409,6 @@ def save_final_adapter(run_dir: str | Path, model, accelerator=None, tokenizer=N
     unwrapped = _unwrap(accelerator, model)
     save_model_weights(unwrapped, tmp, tokenizer)
     name = "adapter" if is_peft(unwrapped) else "model"
-    if add_files is not None:
-        add_files(tmp / name)
     dest = run / name
     replace_dir(tmp / name, dest)
     shutil.rmtree(tmp, ignore_errors=True)

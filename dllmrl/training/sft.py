@@ -296,10 +296,6 @@ class SftWork:
         if (checkpoint / "model").is_dir():
             write_model_defaults(checkpoint / "model", self.mcfg.model, self.cfg)
 
-    def export_files(self, exported: Path) -> None:
-        """The exported model or adapter remembers the prompt style and gen_len it was trained for."""
-        write_model_defaults(exported, self.mcfg.model, self.cfg)
-
 
 def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
     """Fine-tune ``mcfg.model`` on ``cfg.task`` with the masked-diffusion objective; see the module docstring."""
@@ -352,9 +348,9 @@ def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProg
     if out.interrupted:
         return SftResult(run_dir, out.step, None, use_lora, interrupted=True, checkpoint=out.checkpoint,
                          resumed_from=out.resumed_from)
-    model_dir = save_final_adapter(run_dir, adapter.model, acc, tokenizer=adapter.tokenizer,
-                                   add_files=work.checkpoint_files)
+    model_dir = save_final_adapter(run_dir, adapter.model, acc, tokenizer=adapter.tokenizer)
     if model_dir is not None:
+        write_model_defaults(model_dir, mcfg.model, cfg)
         log.info("saved the trained %s to %s", "adapter" if use_lora else "model", model_dir)
     return SftResult(run_dir, out.step, run_dir / ("adapter" if use_lora else "model"), use_lora,
                      checkpoint=out.checkpoint, resumed_from=out.resumed_from)
