@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from crash_worker import SETTINGS, ToyEcho, config
+from crash_worker import ToyEcho, config
 from dllmrl.config import ModelConfig, SamplerConfig
 from dllmrl.errors import ConfigError, DllmrlError
 from dllmrl.training.checkpoint import list_checkpoints

@@ -70,6 +70,11 @@ class Plan:
     greedy_rewards: bool = False
     """Score the kept greedy completions of the selected steps (``Rollout.greedy_rewards``)."""
 
+    def __post_init__(self) -> None:
+        if self.greedy_rewards and (self.select is None or self.keeper is None):
+            raise ValueError("Plan(greedy_rewards=True) needs a keeper (to keep the completions) and select "
+                             "(which steps to score)")
+
 
 @dataclass(frozen=True)
 class Rollout:
@@ -119,7 +124,8 @@ class Method:
     units: Callable[[TrainConfig], int]
     """Micro-steps one rollout feeds (must be a multiple of --grad-accum)."""
     stepwise: bool = False
-    """The returns mix in the one-shot greedy completions' rewards (EGSPO-SA); shown by ``dllmrl ls``-style listings."""
+    """Descriptive: the returns mix in the one-shot greedy completions' rewards (EGSPO-SA). The trainer never
+    reads it; the objective ``build`` returns behaves accordingly."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """TrainConfig fields left unset (None) take these values for this method."""
     fixed: Mapping[str, Any] = field(default_factory=dict)
