@@ -1,6 +1,6 @@
 """A tiny LoRA SFT run for the crash tests, in a process of its own (so it can be killed with -9).
 
-    python tests/crash_worker.py MODEL_DIR OUT_DIR MAX_STEPS [--resume]
+    PYTHONPATH=tests python tests/crash_worker.py MODEL_DIR OUT_DIR MAX_STEPS [--resume]
 
 Exit status: 0 done, 130 interrupted (Ctrl-C / SIGTERM, checkpoint saved), 1 a DllmrlError (printed).
 ``SETTINGS`` is shared with tests/test_crash_safety.py, which runs the same training in-process.
@@ -15,12 +15,13 @@ import torch
 from dllmrl.config import ModelConfig
 from dllmrl.errors import DllmrlError
 from dllmrl.registry import TASKS
-from dllmrl.tasks.base import Example, TaskBase
+from dllmrl.tasks.base import Example
 from dllmrl.training.sft import run_sft
 from dllmrl.training.sft_config import SftConfig
+from toy_tasks import ExactMatchToy
 
 
-class ToyEcho(TaskBase):
+class ToyEcho(ExactMatchToy):
     """Repeat a 3-letter word over 'abc' (only the plumbing matters)."""
 
     name = "toy-echo-crash"
@@ -37,15 +38,6 @@ class ToyEcho(TaskBase):
 
     def sft_target(self, ex, prompt_style):
         return ex.target
-
-    def extract(self, completion):
-        return completion.strip() or None
-
-    def verify(self, ex, completion):
-        return self.extract(completion) == ex.target
-
-    def rewards(self):
-        return {"correct": (self.correct_reward, 1.0)}
 
 
 if ToyEcho.name not in TASKS:

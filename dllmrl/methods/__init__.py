@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # typing only: importing the package must stay light
     from dllmrl.training.train_config import TrainConfig
 
 T = TypeVar("T")
+B = TypeVar("B")  # a method's buffer dataclass
 
 Reference = Callable[[Callable[["ModelAdapter"], T]], T]
 """``reference(fn)`` = ``fn(adapter)`` computed under the reference policy (the base model), without gradients."""
@@ -102,24 +103,25 @@ class Prepared(Protocol):
     metrics: dict[str, float]
 
 
-class Objective(Protocol):
-    """How a rollout becomes micro-step losses; see the module docstring for the order of calls."""
+class Objective(Protocol[B]):
+    """How a rollout becomes micro-step losses; see the module docstring for the order of calls.
+    ``B`` is the method's buffer dataclass (with a ``metrics: dict[str, float]`` field, see ``Prepared``)."""
 
-    buffer_type: type
+    buffer_type: type[B]
     """The dataclass ``prepare`` returns (checkpoints rebuild it from its fields)."""
 
     def plan(self, step: int, batch: int, generator: torch.Generator | None, device: torch.device) -> Plan: ...
 
-    def prepare(self, rollout: Rollout, policy: ModelAdapter, generator: torch.Generator | None) -> Prepared: ...
+    def prepare(self, rollout: Rollout, policy: ModelAdapter, generator: torch.Generator | None) -> B: ...
 
-    def loss(self, buffer: Any, micro: int, policy: ModelAdapter, reference: Reference | None) -> LossOutput: ...
+    def loss(self, buffer: B, micro: int, policy: ModelAdapter, reference: Reference | None) -> LossOutput: ...
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     summary: str
-    build: Callable[[TrainConfig, SamplerConfig], Objective]
+    build: Callable[[TrainConfig, SamplerConfig], Objective[Any]]
     """(resolved TrainConfig, training SamplerConfig) -> the objective the trainer drives."""
     units: Callable[[TrainConfig], int]
     """Micro-steps one rollout feeds (must be a multiple of --grad-accum)."""
