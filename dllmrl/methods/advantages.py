@@ -1,4 +1,4 @@
-"""Advantages (DESIGN.md EGSPO step 4) and the λ schedule.
+"""Advantages (EGSPO step 4) and the λ schedule.
 
     A = advantages(rewards, None, group_ids, lam=0.0, normalise=True, k=K)        # EGSPO, diffu-GRPO
     A = advantages(rewards, greedy_rewards, group_ids, lam=1.0, normalise=True)    # EGSPO-SA

@@ -1,4 +1,4 @@
-"""Policy losses and KL forms (DESIGN.md EGSPO step 6; diffu-GRPO's token-level loss).
+"""Policy losses and KL forms (EGSPO step 6; diffu-GRPO's token-level loss).
 
     loss, metrics = policy_loss(logp_new, logp_old, adv, LossConfig(), kl=kl)          # one value per sequence
     loss, metrics = token_policy_loss(logp_new, logp_old, adv, mask, cfg, kl=kl)       # one value per token

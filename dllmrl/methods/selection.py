@@ -1,4 +1,4 @@
-"""Which denoising steps a rollout trains on (DESIGN.md EGSPO step 3), and the plans that get the
+"""Which denoising steps a rollout trains on (EGSPO step 3), and the plans that get the
 sampler to keep their one-shot greedy completions.
 
 Pure selectors over a finished trajectory, each (B, K) with -1 marking an empty slot:

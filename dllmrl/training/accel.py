@@ -7,7 +7,7 @@
 The same code runs on a CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` on many
 GPUs and nodes (DeepSpeed ZeRO-2 included, configured by accelerate's own config file).
 
-Two CPU pitfalls handled here (see ENVIRONMENT.md): a plain ``Accelerator()`` without CUDA
+Two CPU pitfalls handled here: a plain ``Accelerator()`` without CUDA
 under a multi-process launcher starts processes that never synchronise, so ``cpu=True`` is
 passed whenever CUDA is absent; and each process is limited to ``threads`` torch threads.
 """

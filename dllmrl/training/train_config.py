@@ -1,6 +1,6 @@
 """``TrainConfig``: every option of ``dllmrl train`` that is not a sampler or model option.
 
-Defaults are the paper's (DESIGN.md "EGSPO and EGSPO-SA" step 8 and the reference scripts).
+Defaults are the paper's (its training recipe and the reference scripts).
 Fields left as None take the method's default (``Method.defaults``: ε = 0.5 for diffu-GRPO,
 λ = 1 for EGSPO-SA, μ = 12 for diffu-GRPO) when the trainer resolves the config; the sampler
 settings (--gen-len, --steps, --block-len, --temperature) and --prompt-style fall back to the
