@@ -130,9 +130,8 @@ class _Signals:
         self.active = threading.current_thread() is threading.main_thread()
 
     def _handler(self, signum: int, _frame: Any) -> None:
-        if self.holding:
+        if self.holding:  # no logging here: the handler may interrupt a logging call holding its lock
             self.pending = signum
-            log.warning("signal %d during a save: finishing the save first", signum)
             return
         raise KeyboardInterrupt
 
@@ -157,6 +156,7 @@ class _Signals:
         finally:
             self.holding = False
         if self.pending is not None:
+            log.warning("signal %d arrived during a save; the save was finished first", self.pending)
             self.pending = None
             if reraise:
                 raise KeyboardInterrupt
