@@ -10,7 +10,6 @@ medians over ``repeats`` after ``warmup`` runs, synchronised on CUDA.
 from __future__ import annotations
 
 import logging
-import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from dllmrl.sampling.keepers import TopEntropySteps
 from dllmrl.models.base import ModelAdapter
 from dllmrl.sampling.sampler import sample
 from dllmrl.sampling.trajectory import Trajectory
+from dllmrl.training.accel import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def trajectory_bytes(traj: Trajectory) -> int:
@@ -147,11 +142,18 @@ def random_tiny_adapter(vocab_size: int, hidden: int = 64, layers: int = 2, max_
                         family="modernbert", name=f"random-tiny-vocab{vocab_size}")
 
 
-def train_step_fns() -> TrainStepFns | None:
-    """The trainer's micro-step, batched and per sample, plus its floor; None until the trainer provides it."""
-    try:
-        from dllmrl.training.trainer import bench_train_step_fns
-    except ImportError:
-        log.warning("the trainer provides no micro-step to time; skipping the training measurements")
-        return None
-    return bench_train_step_fns()
+def train_step_fns() -> TrainStepFns:
+    """The trainer's micro-step (forward + backward of the selected steps' log-probabilities), batched and
+    per sample, and its floor (one plain forward + backward at the same states)."""
+    from dllmrl.methods.logp import microstep_logp, microstep_logp_per_sample
+
+    def floor(model: ModelAdapter, states: Tensor, attn: Tensor) -> None:
+        model.logits(states, attn).float().mean().backward()
+
+    def batched(model: ModelAdapter, traj: Trajectory, steps: Tensor) -> None:
+        microstep_logp(model, traj, steps).logp.sum().backward()
+
+    def per_sample(model: ModelAdapter, traj: Trajectory, steps: Tensor) -> None:
+        microstep_logp_per_sample(model, traj, steps).logp.sum().backward()
+
+    return TrainStepFns(floor=floor, batched=batched, per_sample=per_sample)

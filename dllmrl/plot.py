@@ -1,6 +1,6 @@
 """Plot a metric against step for several runs, from their ``metrics.jsonl``.
 
-    dllmrl plot runs/sudoku-egspo-sa-s0 runs/sudoku-egspo-s0 --metric reward_mean --out reward.png
+    dllmrl plot runs/sudoku-egspo-sa-s0 runs/sudoku-egspo-s0 --metric reward --out reward.png
 
 Runs sharing a label (the run directory name without a trailing ``-s<seed>``) are drawn as
 their mean with a band from the minimum to the maximum over seeds. matplotlib is an optional
@@ -20,6 +20,10 @@ from dllmrl.training.metrics import read_metrics
 
 def run_label(run_dir: str | Path) -> str:
     return re.sub(r"[-_]s(eed)?\d+$", "", Path(run_dir).name)
+
+
+DEFAULT_METRIC = "reward"
+"""The mean training reward per step, as ``dllmrl train`` writes it to metrics.jsonl."""
 
 
 def series(run_dir: str | Path, metric: str, smooth: int = 1) -> tuple[list[int], list[float]]:

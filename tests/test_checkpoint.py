@@ -102,3 +102,45 @@ def test_incomplete_checkpoints_are_ignored(tiny_model_dir, tmp_path):
     dest = save_final_adapter(tmp_path, a.model)
     assert dest == tmp_path / "adapter" and (dest / "adapter_model.safetensors").exists()
     assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+class _Payload:
+    """Any class: unpickling it means importing and running code named by the file."""
+
+
+def _saved_checkpoint(tiny_model_dir, tmp_path):
+    acc = build_accelerator("cpu")
+    a = _lora_adapter(tiny_model_dir)
+    opt = torch.optim.AdamW([p for p in a.model.parameters() if p.requires_grad], lr=1e-2)
+    return acc, a, opt, save_checkpoint(tmp_path, 3, accelerator=acc, model=a.model, optimizer=opt)
+
+
+@pytest.mark.parametrize("name", ["trainer_state.pt", "rank-0.pt"])
+def test_a_checkpoint_holding_a_pickled_object_is_refused(tiny_model_dir, tmp_path, name):
+    from dllmrl.errors import DataError
+
+    acc, a, opt, path = _saved_checkpoint(tiny_model_dir, tmp_path)
+    good = torch.load(path / name, weights_only=True)
+    assert good["format"] == 2  # plain data: tensors, numbers, strings
+    torch.save({**good, "payload": _Payload()}, path / name)
+    with pytest.raises(DataError, match="pickled Python objects.*could run code"):
+        load_checkpoint(path, accelerator=acc, model=a.model, optimizer=opt)
+
+
+def test_an_old_format_checkpoint_is_refused_with_one_line(tiny_model_dir, tmp_path):
+    from dllmrl.errors import DataError
+
+    acc, a, opt, path = _saved_checkpoint(tiny_model_dir, tmp_path)
+    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    del state["format"]  # what dllmrl wrote before format 2 (its rank files held numpy arrays: refused as pickles)
+    torch.save(state, path / "trainer_state.pt")
+    with pytest.raises(DataError, match="not a dllmrl checkpoint of format 2.*new --output") as e:
+        load_checkpoint(path, accelerator=acc, model=a.model, optimizer=opt)
+    assert "\n" not in str(e.value)
+
+
+def test_rng_states_are_saved_as_tensors(tiny_model_dir, tmp_path):
+    _, _, _, path = _saved_checkpoint(tiny_model_dir, tmp_path)
+    rng = torch.load(path / "rank-0.pt", weights_only=True)["rng"]
+    assert isinstance(rng["python"]["state"], torch.Tensor) and isinstance(rng["numpy"]["keys"], torch.Tensor)
+    assert isinstance(rng["torch"], torch.Tensor)

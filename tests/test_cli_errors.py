@@ -12,6 +12,7 @@ import subprocess
 from contextlib import contextmanager
 
 import pytest
+from types import SimpleNamespace
 from typer.testing import CliRunner
 
 from dllmrl.cli import app
@@ -134,7 +135,7 @@ def test_disk_full_while_logging_metrics_says_resume(tmp_path):
 
     small = tmp_path / "small"
     with tmpfs(small, "size=4k"):
-        w = MetricsWriter(small, tensorboard=False)
+        w = MetricsWriter(small, SimpleNamespace(is_main_process=True))  # no trackers: metrics.jsonl only
         with pytest.raises(OutputError, match=f"cannot write to {small}: the disk is full.*--resume"):
             for step in range(1000):
                 w.log(step, {"note": "x" * 100})

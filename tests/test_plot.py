@@ -12,7 +12,7 @@ from dllmrl.plot import run_label, series
 
 def _run(path, values):
     path.mkdir()
-    (path / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "reward_mean": v}) + "\n" for i, v in enumerate(values)))
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "reward": v}) + "\n" for i, v in enumerate(values)))
     return str(path)
 
 
@@ -23,7 +23,7 @@ def test_run_label_strips_the_seed():
 
 def test_smoothing_is_a_trailing_mean(tmp_path):
     d = _run(tmp_path / "a-s0", [0.0, 1.0, 2.0, 3.0])
-    assert series(d, "reward_mean", smooth=2) == ([1, 2, 3, 4], [0.0, 0.5, 1.5, 2.5])
+    assert series(d, "reward", smooth=2) == ([1, 2, 3, 4], [0.0, 0.5, 1.5, 2.5])
 
 
 def test_plot_writes_a_png_and_names_missing_metrics(tmp_path):

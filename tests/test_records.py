@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 
 import pytest
+from types import SimpleNamespace
 from typer.testing import CliRunner
 
 from dllmrl.cli import app
@@ -46,7 +47,7 @@ def test_eval_appends_after_a_torn_line_without_corrupting_a_record(tiny, tmp_pa
 
 
 def test_training_resume_survives_a_torn_metrics_line(tmp_path):
-    w = MetricsWriter(tmp_path, tensorboard=False)
+    w = MetricsWriter(tmp_path, SimpleNamespace(is_main_process=True))
     w.log(1, {"loss": 1.0})
     w.log(2, {"loss": 0.5})
     with (tmp_path / "metrics.jsonl").open("a") as f:
@@ -58,7 +59,7 @@ def test_training_resume_survives_a_torn_metrics_line(tmp_path):
 
 
 def test_appending_after_a_torn_metrics_line_keeps_the_new_line_whole(tmp_path):
-    w = MetricsWriter(tmp_path, tensorboard=False)
+    w = MetricsWriter(tmp_path, SimpleNamespace(is_main_process=True))
     w.log(1, {"loss": 1.0})
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write('{"step": 2, "lo')

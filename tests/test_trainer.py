@@ -81,6 +81,9 @@ def test_two_steps_change_every_lora_parameter(toy_model_dir, tmp_path):
                 "tokens_per_s", "loss", "grad_norm", "peak_rss_mb"):
         assert key in rows[0], key
     assert rows[0]["kl"] is not None and rows[1]["kl"] > 0  # the reference forward ran (β > 0)
+    from dllmrl.plot import DEFAULT_METRIC
+
+    assert DEFAULT_METRIC in rows[0]  # `dllmrl plot` with no --metric plots what the trainer writes
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["train"]["method"] == "egspo-sa" and cfg["train"]["lam"] == 1.0 and cfg["train"]["epsilon"] == 0.2
     assert cfg["effective_batch"] == 8 and cfg["sampler"]["steps"] == 4

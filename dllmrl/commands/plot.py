@@ -8,13 +8,13 @@ import typer
 
 EPILOG = """Example:
 
-  dllmrl plot runs/repro/sudoku-* --metric reward_mean --smooth 5 --out docs/sudoku_reward.png
+  dllmrl plot runs/repro/sudoku-* --metric reward --smooth 5 --out docs/sudoku_reward.png
 """
 
 
 def plot_command(
     run_dirs: Annotated[List[str], typer.Argument(help="Run directories holding metrics.jsonl.")],
-    metric: Annotated[str, typer.Option("--metric", help="Key of metrics.jsonl to plot.")] = "reward_mean",
+    metric: Annotated[str, typer.Option("--metric", help="Key of metrics.jsonl to plot (dllmrl train writes reward, accuracy, loss, kl, ...).")] = "reward",
     out: Annotated[str, typer.Option("--out", "-o", help="PNG file to write.")] = "reward.png",
     smooth: Annotated[int, typer.Option("--smooth", help="Trailing moving-average window (1 = raw).")] = 1,
     title: Annotated[str, typer.Option("--title", help="Plot title.")] = "",

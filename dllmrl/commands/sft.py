@@ -50,6 +50,8 @@ def sft_command(
         job = bar.add_task("sft", total=cfg.max_steps, info="")
 
         def on_progress(p) -> None:
+            if p.resumed_from is not None and p.step == p.resumed_from + 1:
+                bar.console.print(f"resumed from the checkpoint of step {p.resumed_from}", highlight=False)
             info = None
             if p.metrics:
                 m = p.metrics
@@ -64,7 +66,8 @@ def sft_command(
                       f"Continue with the same command plus --resume.")
         raise typer.Exit(130)
     flag = "--adapter" if result.lora else "--model"
-    console.print(f"[green]done[/]: {result.step} steps; metrics in {result.run_dir / 'metrics.jsonl'}; "
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    console.print(f"[green]done[/]: {result.step} steps{resumed}; metrics in {result.run_dir / 'metrics.jsonl'}; "
                   f"trained {'adapter' if result.lora else 'model'} in {result.model_dir}")
     base = f" --model {model}" if result.lora else ""
     console.print(f"evaluate it with: dllmrl eval {task}{base} {flag} {result.model_dir}", highlight=False)

@@ -64,6 +64,8 @@ def train_command(
         job = bar.add_task(f"train {resolved.method}", total=resolved.max_steps, info="")
 
         def on_step(report) -> None:
+            if report.resumed_from is not None and report.step == report.resumed_from + 1:
+                bar.console.print(f"resumed from the checkpoint of step {report.resumed_from}", highlight=False)
             m = report.metrics
             bar.update(job, completed=report.step,
                        info=f"reward {m.get('reward', float('nan')):.3f}  acc {m.get('accuracy', float('nan')):.3f}")
@@ -77,7 +79,8 @@ def train_command(
             console.print(f"[yellow]{e}[/]", highlight=False)
             raise typer.Exit(130) from None
     if main:
-        console.print(f"[green]done[/]: {result.step} steps; metrics in {result.run_dir / 'metrics.jsonl'}; "
+        resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+        console.print(f"[green]done[/]: {result.step} steps{resumed}; metrics in {result.run_dir / 'metrics.jsonl'}; "
                       f"adapter in {result.adapter_dir}", highlight=False)
         console.print(f"evaluate it with: dllmrl eval {task} --model {model} --adapter {result.adapter_dir}",
                       highlight=False)
@@ -87,9 +90,8 @@ def check_k_steps(cfg: TrainConfig, scfg: SamplerConfig) -> None:
     """EGSPO trains on K of the rollout's denoising steps: there must be at least K of them."""
     from dllmrl.errors import ConfigError
     from dllmrl.methods import get_method
-    from dllmrl.methods.steps import StepObjective
 
-    if isinstance(get_method(cfg.method).objective, StepObjective) and cfg.k_steps > scfg.steps:
+    if get_method(cfg.method).selects_steps and cfg.k_steps > scfg.steps:
         raise ConfigError(f"--k-steps {cfg.k_steps} is more than --steps {scfg.steps}: a rollout has only "
                           f"{scfg.steps} steps to select from; pick --k-steps <= {scfg.steps}")
 

@@ -11,11 +11,16 @@ the samples whose gradient the clipping zeroes: ρ < 1 − ε with A < 0, or ρ 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from dllmrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dllmrl.config import SamplerConfig
+    from dllmrl.training.train_config import TrainConfig
 
 from dllmrl.training.train_config import AGGREGATIONS, KL_FORMS  # the one definition (the CLI checks them early)
 
@@ -42,6 +47,12 @@ class LossConfig:
             raise ConfigError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{self.aggregation}'")
 
 
+def loss_config(cfg: TrainConfig, scfg: SamplerConfig) -> LossConfig:
+    """The clipped-surrogate settings of a resolved TrainConfig (ε, ε_high, β, KL form, aggregation)."""
+    return LossConfig(epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, kl=cfg.kl,
+                      aggregation=cfg.aggregation, tokens_per_step=scfg.gen_len / scfg.steps)
+
+
 def clipped_surrogate(logp_new: Tensor, logp_old: Tensor, adv: Tensor, epsilon: float,
                       epsilon_high: float) -> tuple[Tensor, Tensor, Tensor]:
     """Elementwise −min(ρA, clip(ρ)A); also ρ and the bool mask of clipped (zero-gradient) elements."""
@@ -61,7 +72,10 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def exact_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """(..., V) log-probabilities of π and π_ref -> (...) Σ_v π_v (log π_v − log π_ref,v)."""
     p = logprobs.exp()
-    return torch.where(p > 0, p * (logprobs - ref_logprobs), torch.zeros_like(p)).sum(-1)
+    # Mask the log-ratio, not the product: where p = 0 both log-probabilities may be -inf, and a NaN in
+    # the branch torch.where drops still poisons the gradient (0 * NaN).
+    log_ratio = torch.where(p > 0, logprobs - ref_logprobs, torch.zeros_like(p))
+    return (p * log_ratio).sum(-1)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -10,19 +10,22 @@ log-probabilities are computed right after the rollout with the same masks (d1),
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Collection
 
 import torch
 from torch import Tensor
 
-from dllmrl.sampling.trajectory import Trajectory
-from dllmrl.methods import Method
+from dllmrl.config import SamplerConfig
+from dllmrl.methods import LossOutput, Method, Plan, Reference, Rollout
 from dllmrl.methods.advantages import advantages
 from dllmrl.methods.logp import completion_token_logp, draw_prompt_drops
-from dllmrl.methods.losses import LossConfig, exact_kl, k3_kl, token_policy_loss
+from dllmrl.methods.losses import exact_kl, k3_kl, loss_config, token_policy_loss
+from dllmrl.models.base import ModelAdapter
+from dllmrl.sampling.trajectory import Trajectory
+from dllmrl.training.train_config import TrainConfig
 
 
-def completion_mask(completion_ids: Tensor, eos_ids: Any) -> Tensor:
+def completion_mask(completion_ids: Tensor, eos_ids: Collection[int]) -> Tensor:
     """(B, G) ids -> (B, G) bool: positions up to and including the first EOS / end-of-turn token."""
     eos = torch.as_tensor(sorted(eos_ids), dtype=torch.long, device=completion_ids.device)
     is_eos = torch.isin(completion_ids, eos)
@@ -45,42 +48,49 @@ class TokenBuffer:
 
 
 class TokenObjective:
-    def units(self, cfg: Any) -> int:
-        return cfg.mu
+    buffer_type = TokenBuffer
 
-    def plan(self, cfg: Any, batch: int, total_steps: int, generator: torch.Generator | None, device: torch.device):
-        return None  # no greedy completions needed
+    def __init__(self, cfg: TrainConfig, scfg: SamplerConfig):
+        self.mu, self.p_mask_prompt, self.cfg_scale = cfg.mu, cfg.p_mask_prompt, scfg.cfg_scale
+        self.loss_cfg = loss_config(cfg, scfg)
 
-    def prepare(self, method: Method, cfg: Any, traj: Trajectory, plan: Any, rewards: Tensor, group_ids: Tensor,
-                lam: float, *, policy, eos_ids: Any, generator: torch.Generator | None = None, cfg_scale: float = 0.0,
-                **_: Any) -> TokenBuffer:
-        drops = draw_prompt_drops(traj, cfg.mu, cfg.p_mask_prompt, generator)  # (μ, B, L)
-        mask = completion_mask(traj.completion_ids, eos_ids)  # (B, G)
-        adv = advantages(rewards, None, group_ids, 0.0, k=1)  # (B, 1)
+    def plan(self, step: int, batch: int, generator: torch.Generator | None, device: torch.device) -> Plan:
+        return Plan()  # no greedy completions, no step selection
+
+    def prepare(self, rollout: Rollout, policy: ModelAdapter, generator: torch.Generator | None) -> TokenBuffer:
+        traj = rollout.traj
+        drops = draw_prompt_drops(traj, self.mu, self.p_mask_prompt, generator)  # (μ, B, L)
+        mask = completion_mask(traj.completion_ids, rollout.eos_ids)  # (B, G)
+        adv = advantages(rollout.rewards, None, rollout.group_ids, 0.0, k=1)  # (B, 1)
         old = None
-        if cfg.mu > 1:
+        if self.mu > 1:
             with torch.no_grad():
-                old = torch.stack([completion_token_logp(policy, traj, d, cfg_scale=cfg_scale)[0] for d in drops])
+                old = torch.stack([completion_token_logp(policy, traj, d, cfg_scale=self.cfg_scale)[0] for d in drops])
         return TokenBuffer(traj=traj, drops=drops, mask=mask, adv=adv, old_logp=old,
                            metrics={"completion_tokens": float(mask.float().sum(1).mean())})
 
-    def loss(self, buf: TokenBuffer, u: int, *, policy, reference: Callable | None, loss_cfg: LossConfig,
-             cfg_scale: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
-        drop = buf.drops[u % buf.drops.shape[0]]
-        exact = loss_cfg.kl == "exact" and loss_cfg.beta > 0
-        new, new_full = completion_token_logp(policy, buf.traj, drop, cfg_scale=cfg_scale, full=exact)  # (B, G)
-        old = buf.old_logp[u % buf.old_logp.shape[0]] if buf.old_logp is not None else new.detach()
+    def loss(self, buffer: TokenBuffer, micro: int, policy: ModelAdapter, reference: Reference | None) -> LossOutput:
+        buf, lc = buffer, self.loss_cfg
+        drop = buf.drops[micro % buf.drops.shape[0]]
+        exact = lc.kl == "exact" and lc.beta > 0
+
+        def logp(model: ModelAdapter):
+            return completion_token_logp(model, buf.traj, drop, cfg_scale=self.cfg_scale, full=exact)
+
+        new, new_full = logp(policy)  # (B, G)
+        old = buf.old_logp[micro % buf.old_logp.shape[0]] if buf.old_logp is not None else new.detach()
         kl = None
-        if loss_cfg.beta > 0 and reference is not None:
-            ref, ref_full = reference(lambda m: completion_token_logp(m, buf.traj, drop, cfg_scale=cfg_scale, full=exact))
+        if lc.beta > 0 and reference is not None:
+            ref, ref_full = reference(logp)
             kl = exact_kl(new_full, ref_full) if exact else k3_kl(new, ref)
-        return token_policy_loss(new, old, buf.adv[:, 0], buf.mask, loss_cfg, kl=kl)
+        return token_policy_loss(new, old, buf.adv[:, 0], buf.mask, lc, kl=kl)
 
 
 DIFFU_GRPO = Method(
     name="diffu-grpo",
     summary="d1 baseline: random prompt masking, one-step per-token log-probabilities, μ inner iterations",
-    objective=TokenObjective(),
+    build=TokenObjective,
+    units=lambda cfg: cfg.mu,
     stepwise=False,
     defaults={"epsilon": 0.5, "epsilon_high": 0.5, "lam": 0.0, "mu": 12},
     fixed={"lam": 0.0},

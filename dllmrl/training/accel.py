@@ -7,7 +7,7 @@
 The same code runs on a CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` on many
 GPUs and nodes (DeepSpeed ZeRO-2 included, configured by accelerate's own config file).
 
-Two CPU pitfalls handled here (see ENVIRONMENT.md): a plain ``Accelerator()`` without CUDA
+Two CPU pitfalls handled here: a plain ``Accelerator()`` without CUDA
 under a multi-process launcher starts processes that never synchronise, so ``cpu=True`` is
 passed whenever CUDA is absent; and each process is limited to ``threads`` torch threads.
 """
@@ -44,7 +44,8 @@ def build_accelerator(
     grad_accum: int = 1,
     seed: int | None = None,
     threads: int | None = None,
-    **kwargs: Any,
+    report_to: tuple[str, ...] = (),
+    project_dir: str | None = None,
 ):
     """An Accelerator for --device / --dtype.
 
@@ -54,8 +55,12 @@ def build_accelerator(
     - ``seed`` seeds python, numpy and torch identically on every rank (LoRA initialisation
       must match across ranks); per-rank randomness comes from :func:`rank_generator`.
     - ``threads`` caps torch CPU threads per process (several processes share the cores).
+    - ``report_to``: accelerate trackers (``log_with``), writing under ``project_dir/trackers``.
     """
     from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    from dllmrl.training.metrics import TRACKERS_DIR, check_trackers
 
     if grad_accum < 1:
         raise ConfigError(f"--grad-accum must be >= 1, got {grad_accum}")
@@ -67,7 +72,11 @@ def build_accelerator(
     if device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
         torch.cuda.set_device(torch.device(device))
     mp = None if "ACCELERATE_MIXED_PRECISION" in os.environ else mixed_precision_for(dtype, want_cuda)
-    acc = Accelerator(cpu=not want_cuda, mixed_precision=mp, gradient_accumulation_steps=grad_accum, **kwargs)
+    check_trackers(report_to)
+    project = (ProjectConfiguration(project_dir=project_dir, logging_dir=os.path.join(project_dir, TRACKERS_DIR))
+               if project_dir is not None else None)
+    acc = Accelerator(cpu=not want_cuda, mixed_precision=mp, gradient_accumulation_steps=grad_accum,
+                      log_with=list(report_to) or None, project_config=project)
     if seed is not None:
         seed_everything(seed)
     log.info("accelerator: %s, %d process(es), mixed precision %s", acc.device, acc.num_processes, acc.mixed_precision)
@@ -102,3 +111,11 @@ def reduce_mean(accelerator, value: torch.Tensor | float) -> float:
         t = accelerator.reduce(t, reduction="mean")
     return float(t.item())
 
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MiB)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10

@@ -139,3 +139,19 @@ def quick_eval(adapter: ModelAdapter, task: Any, examples: Sequence[Any], scfg: 
     finally:
         adapter.model.train(was_training)
     return correct, len(examples)
+
+
+def quick_accuracy(acc: Any, adapter: ModelAdapter, task: Any, *, split: str | None, limit: int, prompt_style: str,
+                   scfg: SamplerConfig, chat: bool, batch_size: int, seed: int) -> float:
+    """Held-out greedy accuracy over the first ``limit`` examples of ``split`` (default: 'validation' when
+    the task has one, else 'test'), shared across processes; every process calls it."""
+    split = split or ("validation" if "validation" in task.splits() else "test")
+    exs = task.load(split, prompt_style=prompt_style)
+    n = min(limit, len(exs))
+    mine = [exs[i] for i in range(acc.process_index, n, acc.num_processes)]
+    correct, seen = quick_eval(adapter, task, mine, scfg, prefill=response_prefix(task, prompt_style), chat=chat,
+                               batch_size=batch_size, seed=seed)
+    t = torch.tensor([correct, seen], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        t = acc.reduce(t, reduction="sum")
+    return float(t[0] / t[1].clamp(min=1))

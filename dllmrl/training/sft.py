@@ -12,32 +12,36 @@ or ``dllmrl sft sudoku --model DIR ...``. Per sequence (LLaDA's SFT, arXiv:2502.
 3. Loss = (1/B) sum_b 1/(t_b n_b) sum_{i masked in b} CE(model(x_t)_i, x0_i), n_b the completion
    length (EOS padding included): the ELBO weight 1/t, normalised by answer length.
 
-The pure pieces (``mask_completion``, ``sft_loss``) are tested on hand-worked numbers; the loop
-(``run_sft`` below) owns accelerate, checkpoints, resume and metrics.
+The pure pieces (``mask_completion``, ``sft_loss``) are tested on hand-worked numbers; ``SftWork``
+turns a micro-step into that loss, and the skeleton shared with the RL trainer
+(``dllmrl.training.loop``) owns accelerate, the optimizer, checkpoints, resume, Ctrl-C and metrics.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dllmrl import model_defaults
-from dllmrl.training.accel import build_accelerator
-from dllmrl.training.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
 from dllmrl.config import ModelConfig, SamplerConfig
 from dllmrl.errors import ConfigError, DataError
-from dllmrl.training.lora import LoraSettings, add_lora
-from dllmrl.training.metrics import MetricsWriter
 from dllmrl.models import load_model
 from dllmrl.models.base import ModelAdapter
+from dllmrl.training.accel import build_accelerator, seed_everything
+from dllmrl.training.checkpoint import Checkpoint, save_final_adapter
+from dllmrl.training.lora import LoraSettings, add_lora
+from dllmrl.training.loop import (
+    Loop, LoopParts, LoopSettings, OptimSettings, Progress, Snapshot, build_optimizer, open_run, write_config,
+)
+from dllmrl.training.metrics import MetricsWriter, parse_report_to
+from dllmrl.training.rollout import quick_accuracy
 from dllmrl.training.sft_config import LORA_AUTO_PARAMS, SftConfig
 
 log = logging.getLogger(__name__)
@@ -223,15 +227,8 @@ class TargetStream:
 
 
 # ---------------------------------------------------------------------------------------------- the loop
-@dataclass(frozen=True)
-class SftProgress:
-    """What the loop reports after each optimizer step (feeds the CLI's progress bar)."""
-
-    step: int
-    """Optimizer steps done."""
-    max_steps: int
-    metrics: Mapping[str, float] | None = None
-    """The metrics.jsonl row, on logging steps only."""
+SftProgress = Progress
+"""What ``on_progress`` receives after each optimizer step (the metrics row on logging steps only)."""
 
 
 @dataclass(frozen=True)
@@ -246,12 +243,55 @@ class SftResult:
     interrupted: bool = False
     checkpoint: Path | None = None
     """The newest checkpoint written (resume from it with --resume)."""
+    resumed_from: int | None = None
+    """The checkpoint step this run continued from (None: a fresh start)."""
 
 
 def resolve_config(cfg: SftConfig, model: str) -> SftConfig:
     """Fill prompt_style and gen_len from the model's dllmrl.json (else 'train' and 256)."""
     given = {"prompt_style": cfg.prompt_style, "gen_len": cfg.gen_len}
     return replace(cfg, **model_defaults.resolve(model, given, {"prompt_style": "train", "gen_len": 256}))
+
+
+class SftWork:
+    """The SFT ``Work`` of the skeleton: a micro-step is one masked-diffusion loss on the next rows of the stream."""
+
+    def __init__(self, cfg: SftConfig, mcfg: ModelConfig, adapter: ModelAdapter, task, stream: TargetStream, acc):
+        self.cfg, self.mcfg, self.adapter, self.task, self.stream, self.acc = cfg, mcfg, adapter, task, stream, acc
+        self.generators: dict[str, torch.Generator] = {}  # masks come from per-step seeds, data from the stream
+        self.pad_id = adapter.pad_id if adapter.pad_id is not None else adapter.mask_id
+
+    def micro_loss(self, step: int, micro: int) -> tuple[Tensor, dict[str, Tensor]]:
+        cfg, acc = self.cfg, self.acc
+        world, rank = acc.num_processes, acc.process_index
+        # Every rank reads the same global batch and keeps its slice: one order whatever the world size.
+        rows = self.stream.take(cfg.batch_size * world)[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+        g = torch.Generator(device=acc.device)
+        g.manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + micro) * 101 + rank)  # replayable on resume
+        out = sft_forward(self.adapter, collate(rows, self.pad_id), cfg.min_t, g)
+        return out.loss, {"ce": out.ce, "acc": out.acc}
+
+    def step_metrics(self, step_s: float) -> dict[str, float]:
+        return {"epoch": self.stream.position / len(self.stream), "dropped": self.stream.dropped}
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(extra=self.stream.state())
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.stream.position, self.stream.dropped = ckpt.extra["stream_position"], ckpt.extra["dropped"]
+
+    def evaluate(self) -> float:
+        """Held-out greedy accuracy on the bare model (DDP's forward would expect every process to sample in step)."""
+        cfg = self.cfg
+        bare = replace(self.adapter, model=self.acc.unwrap_model(self.adapter.model))
+        return quick_accuracy(self.acc, bare, self.task, split=cfg.eval_split, limit=cfg.eval_limit,
+                              prompt_style=cfg.prompt_style, scfg=eval_sampler_config(cfg, self.mcfg.model),
+                              chat=cfg.chat, batch_size=max(cfg.batch_size, 64), seed=cfg.seed)
+
+    def checkpoint_files(self, checkpoint: Path) -> None:
+        """An intermediate full model is usable as it is: --model RUN/checkpoints/step-N/model."""
+        if (checkpoint / "model").is_dir():
+            write_model_defaults(checkpoint / "model", self.mcfg.model, self.cfg)
 
 
 def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
@@ -267,7 +307,10 @@ def _run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftPro
 
     cfg = resolve_config(cfg, mcfg.model)
     run_dir = Path(cfg.run_dir)
-    resume_from = _check_run_dir(run_dir, cfg, mcfg)
+    report_to = parse_report_to(cfg.report_to)
+    acc = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum, report_to=report_to,
+                            project_dir=str(run_dir))
+    resume_from = open_run(acc, run_dir, resume=cfg.resume, configs={"sft": cfg, "model": mcfg})
     # Data first: a wrong task, split or style fails before the model loads.
     task = get_task(cfg.task)
     examples = task.load(cfg.split, prompt_style=cfg.prompt_style)
@@ -275,11 +318,10 @@ def _run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftPro
         examples = examples[: cfg.limit]
     if len(examples) == 0:
         raise DataError(f"split '{cfg.split}' of task '{cfg.task}' has no examples")
-
     # Seeds python / numpy / torch on every rank alike (LoRA's initial weights); data order and masks
     # have their own generators.
-    accelerator = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum, seed=cfg.seed)
-    adapter = load_model(replace(mcfg, device=str(accelerator.device)))
+    seed_everything(cfg.seed)
+    adapter = load_model(replace(mcfg, device=str(acc.device)))
     n_params = sum(p.numel() for p in adapter.model.parameters())
     use_lora = cfg.lora == "on" or (cfg.lora == "auto" and n_params >= LORA_AUTO_PARAMS)
     if use_lora:
@@ -288,132 +330,34 @@ def _run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftPro
     adapter._takes_position_ids()  # decide before DDP wraps the model and hides its forward's signature
     stream = TargetStream(adapter, task, examples, cfg.prompt_style, cfg.gen_len, cfg.seed, chat=cfg.chat)
     params = [p for p in adapter.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    warm = cfg.warmup_steps
-    # Not prepared: accelerate would step a prepared scheduler once per process; this one counts optimizer steps.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-    adapter.model, optimizer = accelerator.prepare(adapter.model, optimizer)
-
-    step = 0
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
-                               scheduler=scheduler)
-        step = ckpt.step
-        stream.position, stream.dropped = ckpt.extra["stream_position"], ckpt.extra["dropped"]
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(_config_record(cfg, mcfg, use_lora, n_params), indent=2) + "\n")
-    writer = MetricsWriter(run_dir, enabled=accelerator.is_main_process)
-    writer.truncate_after(step)
+    optimizer, scheduler = build_optimizer(params, OptimSettings(lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                                                 weight_decay=cfg.weight_decay))
+    adapter.model, optimizer = acc.prepare(adapter.model, optimizer)
+    work = SftWork(cfg, mcfg, adapter, task, stream, acc)
+    write_config(acc, run_dir, {"command": "sft", "sft": asdict(cfg), "model": asdict(mcfg), "lora_used": use_lora,
+                                "parameters": n_params})
+    writer = MetricsWriter(run_dir, acc, report_to=report_to)
+    writer.start({**asdict(cfg), **asdict(mcfg)})
     log.info("sft %s on %s (%s, %d examples, %d params%s) for %d steps", cfg.task, mcfg.model, cfg.prompt_style,
              len(stream), n_params, ", LoRA" if use_lora else "", cfg.max_steps)
-
-    def save(at: int, rng=None, data=None) -> Path:
-        path = save_checkpoint(run_dir, at, accelerator=accelerator, model=adapter.model, optimizer=optimizer,
-                               scheduler=scheduler, tokenizer=adapter.tokenizer, rng=rng,
-                               keep_last=cfg.keep_checkpoints or None, extra=data or stream.state())
-        if accelerator.is_main_process and (path / "model").is_dir():
-            # An intermediate full model is usable as it is: --model RUN/checkpoints/step-N/model
-            write_model_defaults(path / "model", mcfg.model, cfg)
-        return path
-
-    world, rank = accelerator.num_processes, accelerator.process_index
-    evaluate = _quick_eval_fn(cfg, mcfg.model, adapter, task, accelerator) if cfg.eval_every else None
-    pad_id = adapter.pad_id if adapter.pad_id is not None else adapter.mask_id
-    sums: dict[str, float] = {}
-    t_start, interval_steps = time.perf_counter(), 0
-    rng_at_step, data_at_step = capture_rng(), stream.state()
+    parts = LoopParts(acc, adapter.model, optimizer, scheduler, params, run_dir, writer, tokenizer=adapter.tokenizer,
+                      add_files=work.checkpoint_files)
+    settings = LoopSettings(max_steps=cfg.max_steps, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
+                            save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints,
+                            eval_every=cfg.eval_every, log_every=cfg.log_every)
     try:
-        while step < cfg.max_steps:
-            for micro in range(cfg.grad_accum):
-                # Every rank reads the same global batch and keeps its slice: one order whatever the world size.
-                rows = stream.take(cfg.batch_size * world)[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-                g = torch.Generator(device=accelerator.device)
-                g.manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + micro) * 101 + rank)  # replayable on resume
-                with accelerator.accumulate(adapter.model):
-                    out = sft_forward(adapter, collate(rows, pad_id), cfg.min_t, g)
-                    accelerator.backward(out.loss)  # accelerate divides by grad_accum
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
-                    optimizer.step()  # a no-op until the last micro-batch of the step
-                    optimizer.zero_grad(set_to_none=True)
-                vals = torch.stack([out.loss.detach(), out.ce, out.acc]).float()  # (3,): one all-reduce for all three
-                if world > 1:
-                    vals = accelerator.reduce(vals, reduction="mean")
-                for k, v in zip(("loss", "ce", "acc"), vals.tolist()):
-                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-            scheduler.step()
-            step += 1
-            interval_steps += 1
-            rng_at_step, data_at_step = capture_rng(), stream.state()
-
-            row = None
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                row = {k: v / interval_steps for k, v in sums.items()}
-                row.update(lr=scheduler.get_last_lr()[0], epoch=stream.position / len(stream), dropped=stream.dropped,
-                           sec_per_step=(time.perf_counter() - t_start) / interval_steps)
-                sums, t_start, interval_steps = {}, time.perf_counter(), 0
-            if evaluate is not None and step % cfg.eval_every == 0:
-                t_eval = time.perf_counter()
-                row = {**(row or {}), "eval_accuracy": evaluate()}
-                t_start += time.perf_counter() - t_eval  # evaluation is not training time
-            if row is not None:
-                writer.log(step, row)
-                log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
-            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
-                save(step)
-            if on_progress is not None:
-                on_progress(SftProgress(step=step, max_steps=cfg.max_steps, metrics=row))
-    except KeyboardInterrupt:
-        # Ctrl-C keeps what the finished optimizer steps learnt; a half-accumulated step is dropped, and
-        # the RNG states and data position are those of the last step boundary, so a resumed run replays exactly.
-        optimizer.zero_grad(set_to_none=True)
-        path = save(step, rng=rng_at_step, data=data_at_step)
+        out = Loop(parts, settings, work, on_progress).run(resume_from)
+    finally:
         writer.close()
-        log.warning("interrupted at step %d; saved %s", step, path)
-        return SftResult(run_dir, step, None, use_lora, interrupted=True, checkpoint=path)
-
-    path = save(step)
-    writer.close()
-    model_dir = save_final_adapter(run_dir, adapter.model, accelerator, tokenizer=adapter.tokenizer)
+    if out.interrupted:
+        return SftResult(run_dir, out.step, None, use_lora, interrupted=True, checkpoint=out.checkpoint,
+                         resumed_from=out.resumed_from)
+    model_dir = save_final_adapter(run_dir, adapter.model, acc, tokenizer=adapter.tokenizer)
     if model_dir is not None:
         write_model_defaults(model_dir, mcfg.model, cfg)
         log.info("saved the trained %s to %s", "adapter" if use_lora else "model", model_dir)
-    return SftResult(run_dir, step, run_dir / ("adapter" if use_lora else "model"), use_lora, checkpoint=path)
-
-
-# Options that may change between a run and its resumption; any other difference is refused.
-_RESUMABLE_CHANGES = {"resume", "output", "max_steps", "save_every", "keep_checkpoints", "log_every", "eval_every",
-                      "eval_limit", "device"}
-
-
-def _config_record(cfg: SftConfig, mcfg: ModelConfig, use_lora: bool, n_params: int) -> dict:
-    return {"command": "sft", "sft": asdict(cfg), "model": asdict(mcfg), "lora_used": use_lora, "parameters": n_params}
-
-
-def _check_run_dir(run_dir: Path, cfg: SftConfig, mcfg: ModelConfig) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); refuses to mix two runs in one directory."""
-    newest = latest_checkpoint(run_dir)
-    if not cfg.resume:
-        if newest is not None:
-            raise ConfigError(
-                f"--output {run_dir} already holds a run ({newest.name}); pass --resume to continue it "
-                "or choose another --output"
-            )
-        return None
-    if newest is None:
-        raise ConfigError(f"--resume: --output {run_dir} holds no checkpoint; leave out --resume to start a run there")
-    saved = json.loads((run_dir / "config.json").read_text())
-    now = {**asdict(cfg), **asdict(mcfg)}
-    before = {**saved["sft"], **saved["model"]}
-    # Options the saved run does not know (added since) are not compared.
-    diff = [k for k in now if k in before and k not in _RESUMABLE_CHANGES and before[k] != now[k]]
-    if diff:
-        changes = ", ".join(f"--{k.replace('_', '-')} {before[k]} -> {now[k]}" for k in diff)
-        raise ConfigError(f"--resume: the run in {run_dir} was started with other settings ({changes}); "
-                          "use the original options or a new --output")
-    return newest
+    return SftResult(run_dir, out.step, run_dir / ("adapter" if use_lora else "model"), use_lora,
+                     checkpoint=out.checkpoint, resumed_from=out.resumed_from)
 
 
 def eval_sampler_config(cfg: SftConfig, model: str) -> SamplerConfig:
@@ -425,29 +369,6 @@ def eval_sampler_config(cfg: SftConfig, model: str) -> SamplerConfig:
                              remasking=d.get("remasking", "low_confidence"))
     except ConfigError:  # the model's steps / block_len do not fit this gen_len: one block, one token per step
         return SamplerConfig(gen_len=cfg.gen_len, steps=cfg.gen_len, block_len=cfg.gen_len)
-
-
-def _quick_eval_fn(cfg: SftConfig, model: str, adapter: ModelAdapter, task, accelerator) -> Callable[[], float]:
-    """A closure giving the held-out greedy accuracy over --eval-limit examples, shared across processes."""
-    from dllmrl.training.rollout import quick_eval
-
-    split = cfg.eval_split or ("validation" if "validation" in task.splits() else "test")
-    examples = task.load(split, prompt_style=cfg.prompt_style)
-    n = min(cfg.eval_limit, len(examples))
-    # The bare model: DDP's forward would expect every process to sample in lock-step.
-    bare = replace(adapter, model=accelerator.unwrap_model(adapter.model))
-    mine = [examples[i] for i in range(accelerator.process_index, n, accelerator.num_processes)]
-    scfg, prefill = eval_sampler_config(cfg, model), task.prefill_for(cfg.prompt_style)
-
-    def evaluate() -> float:
-        correct, seen = quick_eval(bare, task, mine, scfg, prefill=prefill, chat=cfg.chat,
-                                   batch_size=max(cfg.batch_size, 64), seed=cfg.seed)
-        t = torch.tensor([correct, seen], dtype=torch.float64, device=accelerator.device)
-        if accelerator.num_processes > 1:
-            t = accelerator.reduce(t, reduction="sum")
-        return float(t[0] / t[1].clamp(min=1))
-
-    return evaluate
 
 
 def write_model_defaults(out: Path, base: str, cfg: SftConfig) -> None:

@@ -85,6 +85,10 @@ class SftConfig:
     """Seed for the weights of LoRA, the data order and the masking; a resumed run replays the same draws."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir (same config) instead of starting over."""
+    report_to: str = ""
+    """Experiment trackers besides metrics.jsonl (always written), comma-separated: tensorboard, wandb, mlflow,
+    comet_ml, aim, clearml, dvclive, swanlab, trackio, or all (through accelerate; TensorBoard writes to
+    OUTPUT/trackers). Empty: none."""
 
     def __post_init__(self) -> None:
         check_finite(self)

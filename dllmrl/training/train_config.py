@@ -110,6 +110,10 @@ class TrainConfig:
     reward_weights: tuple[tuple[str, float], ...] = ()
     """Override the pack's reward weights, NAME=WEIGHT, repeatable (e.g. correct=1 to reward solved Sudoku
     puzzles, whose givens the reference's blank-cell reward does not check)."""
+    report_to: str = ""
+    """Experiment trackers besides metrics.jsonl (always written), comma-separated: tensorboard, wandb, mlflow,
+    comet_ml, aim, clearml, dvclive, swanlab, trackio, or all (through accelerate; TensorBoard writes to
+    OUTPUT/trackers). Empty: none."""
 
     def __post_init__(self) -> None:
         check_finite(self, {"lam": "--lambda"})
@@ -174,7 +178,7 @@ def resolve_method(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--method {cfg.method} has {flag} {value}; for stepwise advantages use --method egspo-sa")
     filled = {k: v for k, v in method.defaults.items() if getattr(cfg, k) is None}
     out = replace(cfg, **filled)
-    units = method.objective.units(out)
+    units = method.units(out)
     if units % out.grad_accum:
         raise ConfigError(
             f"a rollout feeds {units} micro-steps (--k-steps x --mu for EGSPO, --mu for diffu-GRPO), which "

@@ -1,63 +1,58 @@
-"""The RL trainer (EGSPO, EGSPO-SA, diffu-GRPO) on accelerate: rollout, reward, advantage, update.
+"""The RL trainer (EGSPO, EGSPO-SA, diffu-GRPO): rollouts and the method's losses on the shared skeleton.
 
     result = train(TrainConfig(task="sudoku", method="egspo-sa", max_steps=100), scfg, ModelConfig(model=...))
 
 Runs unchanged on a CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` (DeepSpeed ZeRO-2
-through accelerate's own config). The loop follows the EGSPO / EGSPO-SA algorithm:
+through accelerate's own config). Per rollout:
 
 1. each process draws batch_size / G prompts and samples G completions of each (a group never
-   leaves its process), keeping the one-shot greedy completions its step selector needs;
-2-4. rewards, step selection and advantages come from the method (``dllmrl.methods``);
-5-7. the rollout feeds ``units`` micro-steps (K x μ for EGSPO, μ for diffu-GRPO), one batched
-   forward each (plus a reference forward when β > 0); the optimizer steps every grad_accum
-   micro-steps. ``--max-steps`` counts optimizer steps.
+   leaves its process), keeping the one-shot greedy completions the method's ``Plan`` asks for;
+2. the task's rewards score the completions (and, when asked, the greedy completions of the
+   selected steps); the ``Rollout`` goes to the method's ``Objective.prepare``;
+3. the prepared rollout feeds ``units`` micro-steps (K x μ for EGSPO, μ for diffu-GRPO), one
+   ``Objective.loss`` each, under ``dllmrl.training.loop`` (accumulation, clipping, checkpoints,
+   metrics, Ctrl-C / SIGTERM). ``--max-steps`` counts optimizer steps.
 
+The trainer never looks at the method's name: everything method-specific is in ``dllmrl.methods``.
 Library code only logs; ``on_step`` feeds the CLI's progress bar and tables (rank 0 only).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from dllmrl.training.accel import build_accelerator, rank_generator, reduce_mean
-from dllmrl.training.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_adapter
 from dllmrl.config import ModelConfig, SamplerConfig, model_max_positions
 from dllmrl.errors import ConfigError, DataError, DllmrlError
-from dllmrl.training.lora import LoraSettings, add_lora, load_model_4bit
-from dllmrl.methods import get_method
-from dllmrl.methods.advantages import lambda_at
-from dllmrl.methods.losses import LossConfig
-from dllmrl.training.metrics import MetricsWriter
+from dllmrl.methods import Rollout, get_method
 from dllmrl.models import load_model
-from dllmrl.training.rollout import PromptFeed, Scorer, encode_prompts, quick_eval, response_prefix
 from dllmrl.sampling.sampler import sample
+from dllmrl.training.accel import build_accelerator, rank_generator, reduce_mean, seed_everything
+from dllmrl.training.checkpoint import Checkpoint, from_plain, save_final_adapter
+from dllmrl.training.lora import LoraSettings, add_lora, load_model_4bit
+from dllmrl.training.loop import (
+    Loop, LoopParts, LoopSettings, OptimSettings, Progress, Snapshot, build_optimizer, open_run, write_config,
+)
+from dllmrl.training.metrics import MetricsWriter, parse_report_to
+from dllmrl.training.rollout import PromptFeed, Scorer, encode_prompts, quick_accuracy, response_prefix
 from dllmrl.training.train_config import TrainConfig, resolve_method
 
 log = logging.getLogger(__name__)
 
 # The paper's training sampler (gen_len 256, 128 steps, block 32, temperature 0.9); a model's dllmrl.json overrides, the command line wins.
 SAMPLER_FALLBACK = {"gen_len": 256, "steps": 128, "block_len": 32, "temperature": 0.9}
-# Options that may change between a run and its resumption; any other difference is refused.
-RESUMABLE = {"resume", "max_steps", "save_every", "keep_checkpoints", "eval_every", "eval_limit", "log_every",
-             "device", "reward_workers"}
+
+StepReport = Progress
+"""What ``on_step`` receives after each optimizer step."""
 
 
 class TrainingInterrupted(DllmrlError):
-    """Ctrl-C: a checkpoint was saved; the message says how to continue."""
-
-
-@dataclass(frozen=True)
-class StepReport:
-    step: int
-    max_steps: int
-    metrics: dict[str, Any]
+    """Ctrl-C or SIGTERM: a checkpoint was saved; the message says how to continue."""
 
 
 @dataclass
@@ -66,6 +61,8 @@ class TrainResult:
     step: int
     adapter_dir: Path | None
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int | None = None
+    """The checkpoint step this run continued from (None: a fresh start)."""
 
 
 def training_sampler_config(model: str, **given: Any) -> SamplerConfig:
@@ -99,9 +96,8 @@ def resolve_train_config(cfg: TrainConfig, model: str) -> TrainConfig:
 
 @dataclass
 class _Cursor:
-    """Where the loop is; what a checkpoint must restore besides weights and optimizer."""
+    """Where the rollouts are; what a checkpoint must restore besides weights, optimizer and step."""
 
-    step: int = 0
     data_pos: int = 0
     rollouts: int = 0
     micro: int = 0
@@ -110,6 +106,8 @@ class _Cursor:
 
 
 class Trainer:
+    """The RL ``Work`` of the skeleton: a micro-step is one ``Objective.loss`` on the current rollout."""
+
     def __init__(self, cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any = None,
                  on_step: Callable[[StepReport], None] | None = None):
         from dllmrl.tasks.base import get_task
@@ -117,19 +115,20 @@ class Trainer:
         self.cfg = cfg = resolve_train_config(cfg, mcfg.model)
         self.scfg, self.mcfg, self.on_step = scfg, mcfg, on_step
         self.method = get_method(cfg.method)
-        self.objective = self.method.objective
-        self.units = self.objective.units(cfg)
+        self.objective = self.method.build(cfg, scfg)
+        self.units = self.method.units(cfg)
         self.task = task if task is not None else get_task(cfg.task)
         self.run_dir = Path(cfg.run_dir)
-        self.resume_from = self._check_run_dir()
+        self.report_to = parse_report_to(cfg.report_to)
+        self.acc = acc = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum,
+                                           report_to=self.report_to, project_dir=str(self.run_dir))
+        self.resume_from = open_run(acc, self.run_dir, resume=cfg.resume, configs=self.configs())
         # Data first: a wrong split or style fails before the model loads.
         self.examples = self.task.load("train", prompt_style=cfg.prompt_style)
         if len(self.examples) == 0:
             raise DataError(f"task '{self.task.name}' has an empty train split")
         self.prefill = response_prefix(self.task, cfg.prompt_style)
-
-        # Seeds python / numpy / torch identically on every rank (LoRA's initial weights must agree).
-        self.acc = acc = build_accelerator(mcfg.device, mcfg.dtype, grad_accum=cfg.grad_accum, seed=cfg.seed)
+        seed_everything(cfg.seed)  # identically on every rank: LoRA's initial weights must agree
         base_cfg = replace(mcfg, device=str(acc.device), adapter=None, adapter_subfolder=None)
         adapter = load_model_4bit(base_cfg) if cfg.load_in_4bit else load_model(base_cfg)
         scfg.check_fits(model_max_positions(adapter.model))  # before a rollout allocates for a --gen-len too long
@@ -137,55 +136,34 @@ class Trainer:
                  init_adapter=mcfg.adapter, init_subfolder=mcfg.adapter_subfolder)
         adapter._takes_position_ids()  # decide before DDP hides the forward's signature
         self.params = [p for p in adapter.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay)
-        warm = cfg.warmup_steps
-        # Not prepared: accelerate would step a prepared scheduler once per process per step.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.optimizer, self.scheduler = build_optimizer(self.params, OptimSettings(
+            lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+            betas=(cfg.adam_beta1, cfg.adam_beta2)))
         _configure_deepspeed(acc, cfg)
         self.model, self.optimizer = acc.prepare(adapter.model, self.optimizer)
         self.rollout_adapter = adapter  # the unwrapped peft model: sampling and the reference policy
         self.policy = replace(adapter, model=self.model)  # forwards through DDP so gradients synchronise
         self.generator = rank_generator(acc, cfg.seed)
+        self.generators = {"sample": self.generator}
         self.feed = PromptFeed(len(self.examples), cfg.seed)
         self.scorer = Scorer(self.task, cfg.reward_workers, dict(cfg.reward_weights))
-        self.loss_cfg = LossConfig(epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, kl=cfg.kl,
-                                   aggregation=cfg.aggregation, tokens_per_step=scfg.gen_len / scfg.steps)
-        self.writer = MetricsWriter(self.run_dir, enabled=acc.is_main_process)
-        self.cursor = _Cursor()
+        self.writer = MetricsWriter(self.run_dir, acc, report_to=self.report_to)
+        self.cursor = _Cursor(micro=self.units)  # no rollout yet
+        self._rollout_s = 0.0
 
     # ------------------------------------------------------------------ run directory
+    def configs(self) -> dict[str, Any]:
+        return {"train": self.cfg, "sampler": self.scfg, "model": self.mcfg}
+
     def config_record(self) -> dict[str, Any]:
         n = self.acc.num_processes
-        return {"command": "train", "train": asdict(self.cfg), "sampler": asdict(self.scfg), "model": asdict(self.mcfg),
+        return {"command": "train", **{k: asdict(v) for k, v in self.configs().items()},
                 "method_summary": self.method.summary, "processes": n,
                 "effective_batch": self.cfg.batch_size * self.cfg.grad_accum * n, "micro_steps_per_rollout": self.units}
 
-    def _check_run_dir(self) -> Path | None:
-        newest = latest_checkpoint(self.run_dir)
-        if not self.cfg.resume:
-            if newest is not None:
-                raise ConfigError(f"--output {self.run_dir} already holds a run ({newest.name}); pass --resume to "
-                                  "continue it or choose another --output")
-            return None
-        if newest is None:
-            raise ConfigError(f"--resume: --output {self.run_dir} holds no checkpoint; leave out --resume to start there")
-        saved = json.loads((self.run_dir / "config.json").read_text())
-        before = {**saved["train"], **saved["sampler"], **saved["model"]}
-        now = json.loads(json.dumps({**asdict(self.cfg), **asdict(self.scfg), **asdict(self.mcfg)}))  # as saved
-        # A field newer than the saved run counts as unchanged while it keeps its default.
-        defaults = json.loads(json.dumps({f.name: f.default for f in fields(self.cfg) if f.default is not MISSING}))
-        diff = [k for k in now if k not in RESUMABLE and before.get(k, defaults.get(k)) != now[k]]
-        if diff:
-            changes = ", ".join(f"--{k.replace('_', '-')} {before.get(k)} -> {now[k]}" for k in diff)
-            raise ConfigError(f"--resume: the run in {self.run_dir} was started with other settings ({changes}); "
-                              "use the original options or a new --output")
-        return newest
-
     # ------------------------------------------------------------------ rollout
-    def rollout(self) -> None:
-        """Steps 1-4: prompts, G completions each, rewards, step selection, advantages -> cursor.buffer."""
+    def rollout(self, step: int) -> None:
+        """Prompts, G completions each, rewards, the method's preparation -> cursor.buffer."""
         cfg, acc, cur, ad = self.cfg, self.acc, self.cursor, self.rollout_adapter
         G = cfg.num_generations
         n_prompts = cfg.batch_size // G
@@ -196,187 +174,131 @@ class Trainer:
         ids, attn = ids.repeat_interleave(G, 0), attn.repeat_interleave(G, 0)  # (B, P): group rows adjacent
         rows = [ex for ex in exs for _ in range(G)]
         group_ids = torch.arange(n_prompts, device=acc.device).repeat_interleave(G)  # (B,)
-        lam = lambda_at(cur.step, cfg.lam, cfg.lambda_halve_every)
 
-        # 1. Sample at training settings; the selector's keeper keeps the greedy completions it needs.
-        plan = self.objective.plan(cfg, ids.shape[0], self.scfg.steps, self.generator, acc.device)
+        # 1. Sample at training settings; the plan's keeper keeps the greedy completions it needs.
+        plan = self.objective.plan(step, ids.shape[0], self.generator, acc.device)
         ad.model.eval()
         t0 = time.perf_counter()
         traj = sample(ad, ids, attn, self.scfg, generator=self.generator,
-                      greedy_at=plan.keeper if plan is not None else ())
+                      greedy_at=plan.keeper if plan.keeper is not None else ())
         t_roll = time.perf_counter() - t0
 
-        # 2. Final rewards.
+        # 2. Final rewards; the selected steps and, when the method asks, their greedy completions' rewards.
         self.scorer.new_rollout()
-        responses = [self.prefill + ad.decode_completion(r) for r in traj.completion_ids]
-        scores = self.scorer.score(rows, responses)
+        scores = self.scorer.score(rows, [self.prefill + ad.decode_completion(r) for r in traj.completion_ids])
         rewards = torch.tensor([s.total for s in scores], device=acc.device)  # (B,)
+        steps = plan.select(traj) if plan.select is not None else None  # (B, K)
+        greedy = self._score_greedy(rows, traj.greedy_for(steps), steps >= 0) if plan.greedy_rewards else None
 
-        def score_greedy(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-            """(B, K, G) one-shot completions -> (B, K) their rewards (NaN where no step was selected)."""
-            out = torch.full(valid.shape, float("nan"), device=acc.device)
-            bk = valid.nonzero().tolist()
-            texts = [self.prefill + ad.decode_completion(tokens[b, k]) for b, k in bk]
-            got = self.scorer.score([rows[b] for b, _ in bk], texts)
-            for (b, k), s in zip(bk, got):
-                out[b, k] = float(s.correct) if cfg.step_reward == "correct" else s.total
-            return out
-
-        # 3-4. Step selection (or prompt masks), advantages, old log-probabilities.
-        t1, scored_before = time.perf_counter(), self.scorer.seconds
+        # 3. The method's preparation: advantages, old log-probabilities, masks.
+        t1 = time.perf_counter()
         with torch.no_grad():
             cur.buffer = self.objective.prepare(
-                self.method, cfg, traj, plan, rewards, group_ids, lam, score_greedy=score_greedy, policy=ad,
-                eos_ids=ad.eos_ids, generator=self.generator, cfg_scale=self.scfg.cfg_scale)
-        t_prep = time.perf_counter() - t1 - (self.scorer.seconds - scored_before)  # greedy scoring counts as reward
+                Rollout(traj=traj, rewards=rewards, group_ids=group_ids, step=step, eos_ids=ad.eos_ids, steps=steps,
+                        greedy_rewards=greedy), ad, self.generator)
+        t_prep = time.perf_counter() - t1
         ad.model.train()
         cur.micro = 0
         cur.rollouts += 1
+        cur.rollout_metrics = self._rollout_metrics(rewards, scores, traj, t_roll, t_prep)
 
+    def _score_greedy(self, rows: list[Any], tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, K, G) one-shot completions -> (B, K) their rewards (NaN where no step was selected)."""
+        out = torch.full(valid.shape, float("nan"), device=self.acc.device)
+        bk = valid.nonzero().tolist()
+        texts = [self.prefill + self.rollout_adapter.decode_completion(tokens[b, k]) for b, k in bk]
+        got = self.scorer.score([rows[b] for b, _ in bk], texts)
+        for (b, k), s in zip(bk, got):
+            out[b, k] = float(s.correct) if self.cfg.step_reward == "correct" else s.total
+        return out
+
+    def _rollout_metrics(self, rewards: torch.Tensor, scores: list[Any], traj: Any, t_roll: float,
+                         t_prep: float) -> dict[str, Any]:
+        acc = self.acc
         all_rewards = acc.gather(rewards) if acc.num_processes > 1 else rewards
         m: dict[str, Any] = {
             "reward": float(all_rewards.mean()), "reward_std": float(all_rewards.std()) if all_rewards.numel() > 1 else 0.0,
             "accuracy": reduce_mean(acc, sum(s.correct for s in scores) / len(scores)),
-            "lambda": lam, "rollout_s": reduce_mean(acc, t_roll), "reward_s": reduce_mean(acc, self.scorer.seconds),
-            "prepare_s": reduce_mean(acc, t_prep),
-            "nfe": traj.nfe, "rollout": cur.rollouts,
+            "rollout_s": reduce_mean(acc, t_roll), "reward_s": reduce_mean(acc, self.scorer.seconds),
+            "prepare_s": reduce_mean(acc, t_prep), "nfe": traj.nfe, "rollout": self.cursor.rollouts,
         }
         m["tokens_per_s"] = traj.completion_ids.numel() * acc.num_processes / max(m["rollout_s"], 1e-9)
         for name in scores[0].parts:
             m[f"reward/{name}"] = reduce_mean(acc, sum(s.parts[name] for s in scores) / len(scores))
-        for k, v in cur.buffer.metrics.items():
+        for k, v in self.cursor.buffer.metrics.items():
             m[k] = reduce_mean(acc, v)
-        cur.rollout_metrics = m
+        return m
 
-    # ------------------------------------------------------------------ update
+    # ------------------------------------------------------------------ the skeleton's Work
     def _reference(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(adapter)`` under the reference policy: the base model, peft's adapter disabled."""
         peft_model = self.acc.unwrap_model(self.model)
         with torch.no_grad(), peft_model.disable_adapter():
             return fn(self.rollout_adapter)
 
-    def optimizer_step(self) -> dict[str, float]:
-        """Steps 5-7: grad_accum micro-steps on the buffer, then one optimizer step."""
-        cfg, acc, cur = self.cfg, self.acc, self.cursor
-        sums: dict[str, float] = {}
-        grad_norm = float("nan")
-        reference = self._reference if cfg.beta > 0 else None
-        for _ in range(cfg.grad_accum):
-            with acc.accumulate(self.model):
-                with acc.autocast():
-                    loss, m = self.objective.loss(cur.buffer, cur.micro, policy=self.policy, reference=reference,
-                                                  loss_cfg=self.loss_cfg, cfg_scale=self.scfg.cfg_scale)
-                acc.backward(loss)  # accelerate divides by grad_accum
-                if acc.sync_gradients and cfg.max_grad_norm > 0:
-                    norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)  # None under DeepSpeed (it clips)
-                    grad_norm = float(norm) if norm is not None else float("nan")
-                self.optimizer.step()  # a no-op until the last micro-step of the optimizer step
-                self.optimizer.zero_grad(set_to_none=True)
-            cur.micro += 1
-            for k, v in {"loss": loss.detach(), **m}.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        cur.step += 1
-        out = {k: reduce_mean(self.acc, v) for k, v in sums.items()}
-        out.update(lr=lr, grad_norm=grad_norm)
+    def micro_loss(self, step: int, micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cur = self.cursor
+        if cur.micro >= self.units:
+            t0 = time.perf_counter()
+            self.rollout(step)
+            self._rollout_s += time.perf_counter() - t0
+        with self.acc.autocast():
+            loss, metrics = self.objective.loss(cur.buffer, cur.micro, self.policy,
+                                                self._reference if self.cfg.beta > 0 else None)
+        cur.micro += 1
+        return loss, dict(metrics)
+
+    def step_metrics(self, step_s: float) -> dict[str, float]:
+        out = {**self.cursor.rollout_metrics, "update_s": step_s - self._rollout_s}
+        self._rollout_s = 0.0
         return out
 
-    # ------------------------------------------------------------------ checkpoints
-    def save(self, rng: dict | None = None, boundary: _Cursor | None = None) -> Path:
-        cur = boundary or self.cursor
-        live = cur.buffer if cur.micro < self.units else None
-        return save_checkpoint(
-            self.run_dir, cur.step, accelerator=self.acc, model=self.model, optimizer=self.optimizer,
-            scheduler=self.scheduler, rng=rng, generators={"sample": self.generator},
-            extra={"data_pos": cur.data_pos, "rollouts": cur.rollouts, "micro": cur.micro,
-                   "lambda": lambda_at(cur.step, self.cfg.lam, self.cfg.lambda_halve_every)},
-            rank_state={"buffer": live, "rollout_metrics": cur.rollout_metrics},
-            keep_last=self.cfg.keep_checkpoints or None)
+    def snapshot(self) -> Snapshot:
+        cur = self.cursor
+        live = cur.buffer if cur.micro < self.units else None  # a finished rollout need not be kept
+        return Snapshot(extra={"data_pos": cur.data_pos, "rollouts": cur.rollouts, "micro": cur.micro},
+                        rank_state={"buffer": live, "rollout_metrics": dict(cur.rollout_metrics)})
 
-    def restore(self, path: Path) -> None:
-        ck = load_checkpoint(path, accelerator=self.acc, model=self.model, optimizer=self.optimizer,
-                             scheduler=self.scheduler, generators={"sample": self.generator})
-        rs = ck.rank_state or {}
-        buffer = rs.get("buffer")
-        self.cursor = _Cursor(step=ck.step, data_pos=int(ck.extra["data_pos"]), rollouts=int(ck.extra["rollouts"]),
-                              micro=int(ck.extra["micro"]) if buffer is not None else self.units,
-                              buffer=buffer, rollout_metrics=rs.get("rollout_metrics", {}))
-        self.writer.truncate_after(ck.step)
+    def restore(self, ckpt: Checkpoint) -> None:
+        rs = ckpt.rank_state or {}
+        saved = rs.get("buffer")
+        buffer = from_plain(self.objective.buffer_type, saved, self.acc.device) if saved is not None else None
+        self.cursor = _Cursor(data_pos=int(ckpt.extra["data_pos"]), rollouts=int(ckpt.extra["rollouts"]),
+                              micro=int(ckpt.extra["micro"]) if buffer is not None else self.units,
+                              buffer=buffer, rollout_metrics=dict(rs.get("rollout_metrics", {})))
 
     def evaluate(self) -> float:
         """Quick held-out greedy accuracy over --eval-limit examples, shared across processes."""
-        cfg, acc = self.cfg, self.acc
-        splits = self.task.splits()
-        split = cfg.eval_split or ("validation" if "validation" in splits else "test")
-        exs = self.task.load(split, prompt_style=cfg.prompt_style)
-        n = min(cfg.eval_limit, len(exs))
-        mine = [exs[i] for i in range(acc.process_index, n, acc.num_processes)]
-        correct, seen = quick_eval(self.rollout_adapter, self.task, mine, self.scfg, prefill=self.prefill,
-                                   chat=cfg.chat, batch_size=cfg.batch_size, seed=cfg.seed)
-        t = torch.tensor([correct, seen], dtype=torch.float64, device=acc.device)
-        if acc.num_processes > 1:
-            t = acc.reduce(t, reduction="sum")
-        return float(t[0] / t[1].clamp(min=1))
+        cfg = self.cfg
+        return quick_accuracy(self.acc, self.rollout_adapter, self.task, split=cfg.eval_split, limit=cfg.eval_limit,
+                              prompt_style=cfg.prompt_style, scfg=self.scfg, chat=cfg.chat,
+                              batch_size=cfg.batch_size, seed=cfg.seed)
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
         cfg, acc = self.cfg, self.acc
-        if self.resume_from is not None:
-            self.restore(self.resume_from)
-        else:
-            self.cursor.micro = self.units  # no rollout yet
-        if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.config_record(), indent=2) + "\n")
+        write_config(acc, self.run_dir, self.config_record())
+        self.writer.start({k: v for c in self.configs().values() for k, v in asdict(c).items()})
         if acc.is_main_process:
             log.info("train %s with %s on %s: %d processes, effective batch %d, %d micro-steps per rollout",
                      cfg.task, cfg.method, self.mcfg.model, acc.num_processes,
                      cfg.batch_size * cfg.grad_accum * acc.num_processes, self.units)
-        self.model.train()
-        boundary, rng = _snapshot(self.cursor), capture_rng({"sample": self.generator})
-        last_saved = self.cursor.step if self.resume_from is not None else -1
-        row: dict[str, Any] = {}
+        parts = LoopParts(acc, self.model, self.optimizer, self.scheduler, self.params, self.run_dir, self.writer)
+        settings = LoopSettings(max_steps=cfg.max_steps, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
+                                save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints,
+                                eval_every=cfg.eval_every, log_every=1)  # a row per step; --log-every paces the CLI
         try:
-            while self.cursor.step < cfg.max_steps:
-                t_roll = 0.0
-                if self.cursor.micro >= self.units:
-                    t0 = time.perf_counter()
-                    self.rollout()
-                    t_roll = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                upd = self.optimizer_step()
-                row = {**self.cursor.rollout_metrics, **upd, "update_s": time.perf_counter() - t0,
-                       "step_s": time.perf_counter() - t0 + t_roll, "peak_rss_mb": peak_rss_mb()}
-                if torch.cuda.is_available():
-                    row["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                step = self.cursor.step
-                boundary, rng = _snapshot(self.cursor), capture_rng({"sample": self.generator})
-                if cfg.eval_every and step % cfg.eval_every == 0:
-                    row["eval_accuracy"] = self.evaluate()
-                self.writer.log(step, row)
-                if cfg.save_every and step % cfg.save_every == 0:
-                    self.save(rng, boundary)
-                    last_saved = step
-                if self.on_step is not None and acc.is_main_process:
-                    self.on_step(StepReport(step, cfg.max_steps, row))
-        except KeyboardInterrupt:
-            # The finished optimizer steps are kept; a half-accumulated step is dropped, and the RNG
-            # states are those of the last step boundary, so a resumed run replays exactly.
-            self.optimizer.zero_grad(set_to_none=True)
-            path = self.save(rng, boundary) if boundary.step > 0 else None
-            self._close()
-            where = f"saved {path} (step {boundary.step}); continue with --resume" if path else "nothing to save yet"
-            raise TrainingInterrupted(f"interrupted: {where}") from None
-        if last_saved != self.cursor.step:
-            self.save(rng, boundary)
+            out = Loop(parts, settings, self, self.on_step).run(self.resume_from)
+        finally:
+            self.scorer.close()
+            self.writer.close()
+        if out.interrupted:
+            where = f"saved {out.checkpoint} (step {out.step}); continue with --resume" if out.checkpoint else \
+                "nothing to save yet"
+            raise TrainingInterrupted(f"interrupted: {where}")
         adapter_dir = save_final_adapter(self.run_dir, self.model, acc)
-        self._close()
-        return TrainResult(self.run_dir, self.cursor.step, adapter_dir or self.run_dir / "adapter", row)
-
-    def _close(self) -> None:
-        self.writer.close()
-        self.scorer.close()
+        return TrainResult(self.run_dir, out.step, adapter_dir or self.run_dir / "adapter", out.last_metrics,
+                           out.resumed_from)
 
 
 def _configure_deepspeed(acc, cfg: TrainConfig) -> None:
@@ -396,19 +318,6 @@ def _configure_deepspeed(acc, cfg: TrainConfig) -> None:
     acc.gradient_accumulation_steps = cfg.grad_accum
 
 
-def _snapshot(cur: _Cursor) -> _Cursor:
-    return replace(cur, rollout_metrics=dict(cur.rollout_metrics))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (MiB)."""
-    import resource
-    import sys
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
 def train(cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any = None,
           on_step: Callable[[StepReport], None] | None = None) -> TrainResult:
     """Train ``mcfg.model`` with LoRA on ``cfg.task`` by ``cfg.method``; see the module docstring."""
@@ -416,22 +325,3 @@ def train(cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any
 
     with RunDirLock(cfg.run_dir, "dllmrl train", option="--output"):  # one training per run directory
         return Trainer(cfg, scfg, mcfg, task=task, on_step=on_step).run()
-
-
-# ---------------------------------------------------------------------- for `dllmrl bench`
-def bench_train_step_fns():
-    """The training micro-step (forward + backward), batched and per sample, and its floor, for dllmrl bench."""
-    from dllmrl.bench import TrainStepFns
-    from dllmrl.methods.logp import microstep_logp, microstep_logp_per_sample
-
-    def floor(model, states, attn) -> None:
-        model.logits(states, attn).float().mean().backward()
-
-    def batched(model, traj, steps) -> None:
-        microstep_logp(model, traj, steps).logp.sum().backward()
-
-    def per_sample(model, traj, steps) -> None:
-        microstep_logp_per_sample(model, traj, steps).logp.sum().backward()
-
-    return TrainStepFns(floor=floor, batched=batched, per_sample=per_sample)
-
