@@ -161,3 +161,22 @@ def test_ctrl_c_in_eval_says_where_the_records_are(tiny_model_dir, tmp_path, mon
     assert f"interrupted: the records so far are in {out / 'records.jsonl'}" in line
     assert "rerun the same command to resume" in line
     assert len(read_records(out / "records.jsonl")) == 2  # the first batch, folded in
+
+
+def test_disk_full_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_complete_one(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from dllmrl.errors import OutputError
+    from dllmrl.training.checkpoint import latest_checkpoint, save_checkpoint
+
+    def bert(hidden):
+        return BertForMaskedLM(BertConfig(vocab_size=64, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=2 * hidden, max_position_embeddings=32))
+
+    small = tmp_path / "small"
+    with tmpfs(small, "size=512k"):
+        first = save_checkpoint(small, 1, model=bert(16))
+        with pytest.raises(OutputError, match=f"cannot write to {small}: the disk is full.*--resume"):
+            save_checkpoint(small, 2, model=bert(256))  # about 2 MB of weights: more than the disk has left
+        assert latest_checkpoint(small) == first  # the complete checkpoint survives
+        assert not [p for p in small.iterdir() if p.name.startswith(".tmp-")]  # the partial one is gone

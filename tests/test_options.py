@@ -282,3 +282,10 @@ def test_a_pack_that_does_not_declare_the_contract_is_refused(monkeypatch):
     monkeypatch.setitem(TASKS._entries, "loose", Loose)
     with pytest.raises(DllmrlError, match="does not subclass dllmrl.tasks.base.TaskBase"):
         get_task("loose")
+
+
+def test_sft_refuses_a_gen_len_beyond_the_models_positions(tiny_model_dir, tmp_path):
+    r = runner.invoke(app, ["sft", "sudoku", "--model", tiny_model_dir, "--gen-len", "2048", "--max-steps", "1", "--warmup-steps", "0",
+                            "--device", "cpu", "--output", str(tmp_path / "run")])
+    assert r.exit_code == 1 and "in the model's 1024 positions" in _flat(r.output) and "Traceback" not in r.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -34,6 +34,8 @@ kill a process inside one.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import json
 import logging
 import os
@@ -49,6 +51,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from safetensors import SafetensorError
+
+from dllmrl.io.jsonl import disk_error
 from dllmrl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -299,6 +304,38 @@ def _tied(model, key: str) -> bool:
 
 
 # ------------------------------------------------------------------ save / load
+def _disk_errors_as_one_line(save: Callable[..., Path]) -> Callable[..., Path]:
+    """A full or read-only disk while saving is one line; the partial copy is removed, so the last complete
+    checkpoint stays the one ``--resume`` uses."""
+
+    @functools.wraps(save)
+    def wrapped(run_dir: str | Path, *args: Any, **kwargs: Any) -> Path:
+        try:
+            return save(run_dir, *args, **kwargs)
+        except (OSError, RuntimeError, SafetensorError) as e:
+            err = _as_os_error(e)
+            if err is None:
+                raise
+            for tmp in Path(run_dir).glob(".tmp-step-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_error(err, Path(run_dir), rerun="rerun with --resume: the last complete checkpoint is kept") from None
+
+    return wrapped
+
+
+def _as_os_error(e: BaseException) -> OSError | None:
+    """torch.save and safetensors report a full disk as their own errors; recover the OSError they stand for."""
+    if isinstance(e, OSError):
+        return e
+    text = str(e)
+    if "No space left on device" in text or "os error 28" in text or "unexpected pos" in text:
+        return OSError(errno.ENOSPC, "No space left on device")
+    if "Read-only file system" in text or "os error 30" in text:
+        return OSError(errno.EROFS, "Read-only file system")
+    return None
+
+
+@_disk_errors_as_one_line
 def save_checkpoint(
     run_dir: str | Path,
     step: int,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dllmrl import model_defaults
-from dllmrl.config import ModelConfig, SamplerConfig
+from dllmrl.config import ModelConfig, SamplerConfig, model_max_positions
 from dllmrl.errors import ConfigError, DataError
 from dllmrl.models import load_model
 from dllmrl.models.base import ModelAdapter
@@ -294,6 +294,14 @@ class SftWork:
             write_model_defaults(checkpoint / "model", self.mcfg.model, self.cfg)
 
 
+def _check_gen_len_fits(cfg: SftConfig, adapter: ModelAdapter) -> None:
+    """A --gen-len the model cannot hold fails before the first batch allocates for it."""
+    limit = model_max_positions(adapter.model)
+    if limit is not None and cfg.gen_len >= limit:
+        raise ConfigError(f"--gen-len {cfg.gen_len} leaves no room for the prompt in the model's {limit} positions "
+                          f"(max_position_embeddings); pick a smaller --gen-len")
+
+
 def run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftProgress], None] | None = None) -> SftResult:
     """Fine-tune ``mcfg.model`` on ``cfg.task`` with the masked-diffusion objective; see the module docstring."""
     from dllmrl.io.lock import RunDirLock
@@ -322,6 +330,7 @@ def _run_sft(cfg: SftConfig, mcfg: ModelConfig, *, on_progress: Callable[[SftPro
     # have their own generators.
     seed_everything(cfg.seed)
     adapter = load_model(replace(mcfg, device=str(acc.device)))
+    _check_gen_len_fits(cfg, adapter)
     n_params = sum(p.numel() for p in adapter.model.parameters())
     use_lora = cfg.lora == "on" or (cfg.lora == "auto" and n_params >= LORA_AUTO_PARAMS)
     if use_lora:
