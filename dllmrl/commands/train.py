@@ -1,4 +1,4 @@
-"""``dllmrl train TASK``: RL post-training (EGSPO, EGSPO-SA, diffu-GRPO) with LoRA on accelerate."""
+"""``dllmrl train TASK``: RL post-training (EGSPO, EGSPO-SA, diffu-GRPO; baselines wd1, SPG, d2-StepMerge) with LoRA."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ EPILOG = """Examples:
   dllmrl train countdown --method egspo --select random --k-steps 8 --temperature 0.2
 
   dllmrl train gsm8k --method diffu-grpo --mu 12 --beta 0.04
+
+  dllmrl train sudoku --method spg --eubo-beta 1.0 --mix-weight 0.5       (baselines: wd1, spg, d2-stepmerge)
+
+  dllmrl train sudoku --method egspo --select entropy-mass --entropy-mass 0.7 --k-steps 32
 
   accelerate launch --config_file configs/accelerate_zero2.yaml -m dllmrl.cli train gsm8k \\
       --model GSAI-ML/LLaDA-8B-Instruct --method egspo-sa --lambda 1 --lambda-halve-every 500
@@ -70,13 +74,19 @@ def train_command(
     lambda_halve_every: Annotated[int, _opt("--lambda-halve-every", name="lambda_halve_every")] = 0,
     normalise: Annotated[bool, _opt("--normalise/--no-normalise", name="normalise")] = True,
     step_reward: Annotated[str, _opt("--step-reward", name="step_reward")] = "all",
-    beta: Annotated[float, _opt("--beta", name="beta")] = 0.04,
+    beta: Annotated[Optional[float], _opt("--beta", name="beta")] = None,
     kl: Annotated[str, _opt("--kl", name="kl")] = "k3",
     epsilon: Annotated[Optional[float], _opt("--epsilon", name="epsilon")] = None,
     epsilon_high: Annotated[Optional[float], _opt("--epsilon-high", name="epsilon_high")] = None,
     aggregation: Annotated[str, _opt("--aggregation", name="aggregation")] = "sum",
     mu: Annotated[Optional[int], _opt("--mu", name="mu")] = None,
     p_mask_prompt: Annotated[float, _opt("--p-mask-prompt", name="p_mask_prompt")] = 0.15,
+    entropy_mass: Annotated[float, _opt("--entropy-mass", name="entropy_mass")] = 0.7,
+    psi: Annotated[float, _opt("--psi", name="psi")] = 1.0,
+    mc_samples: Annotated[int, _opt("--mc-samples", name="mc_samples")] = 2,
+    eubo_beta: Annotated[float, _opt("--eubo-beta", name="eubo_beta")] = 1.5,
+    mix_weight: Annotated[float, _opt("--mix-weight", name="mix_weight")] = 0.5,
+    merge_groups: Annotated[int, _opt("--merge-groups", name="merge_groups")] = 8,
     num_generations: Annotated[int, _opt("--num-generations", "-G", name="num_generations")] = 8,
     batch_size: Annotated[int, _opt("--batch-size", name="batch_size")] = 8,
     grad_accum: Annotated[int, _opt("--grad-accum", name="grad_accum")] = 2,
@@ -128,6 +138,8 @@ def train_command(
         task=task, method=method, select=select, eos_limit=eos_limit, k_steps=k_steps, lam=lam,
         lambda_halve_every=lambda_halve_every, normalise=normalise, step_reward=step_reward, beta=beta, kl=kl,
         epsilon=epsilon, epsilon_high=epsilon_high, aggregation=aggregation, mu=mu, p_mask_prompt=p_mask_prompt,
+        entropy_mass=entropy_mass, psi=psi, mc_samples=mc_samples, eubo_beta=eubo_beta, mix_weight=mix_weight,
+        merge_groups=merge_groups,
         num_generations=num_generations, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps,
         weight_decay=weight_decay, adam_beta1=adam_beta1, adam_beta2=adam_beta2, max_grad_norm=max_grad_norm,
         max_steps=max_steps, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, load_in_4bit=load_in_4bit,

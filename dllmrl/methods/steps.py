@@ -47,7 +47,7 @@ class StepObjective:
     def plan(self, cfg: Any, batch: int, total_steps: int, generator: torch.Generator | None,
              device: torch.device) -> StepPlan:
         """3. Step selection: the selector's keeper rides along in the sampler (``greedy_at``)."""
-        selector = STEP_SELECTORS.get(cfg.select)()
+        selector = STEP_SELECTORS.get(cfg.select)(cfg)
         return selector.plan(batch, total_steps, cfg.k_steps, eos_limit=cfg.eos_limit, generator=generator, device=device)
 
     def prepare(self, method: Method, cfg: Any, traj: Trajectory, plan: StepPlan, rewards: Tensor, group_ids: Tensor,

@@ -226,7 +226,8 @@ class Trainer:
         with torch.no_grad():
             cur.buffer = self.objective.prepare(
                 self.method, cfg, traj, plan, rewards, group_ids, lam, score_greedy=score_greedy, policy=ad,
-                eos_ids=ad.eos_ids, generator=self.generator, cfg_scale=self.scfg.cfg_scale)
+                eos_ids=ad.eos_ids, generator=self.generator, cfg_scale=self.scfg.cfg_scale,
+                block_len=self.scfg.block_len)
         t_prep = time.perf_counter() - t1 - (self.scorer.seconds - scored_before)  # greedy scoring counts as reward
         ad.model.train()
         cur.micro = 0
