@@ -62,7 +62,9 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def exact_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """(..., V) log-probabilities of π and π_ref -> (...) Σ_v π_v (log π_v − log π_ref,v)."""
     p = logprobs.exp()
-    return torch.where(p > 0, p * (logprobs - ref_logprobs), torch.zeros_like(p)).sum(-1)
+    # where() before the product: a masked-out -inf - -inf would otherwise send NaN into the gradient
+    diff = torch.where(p > 0, logprobs - ref_logprobs, torch.zeros_like(p))
+    return (p * diff).sum(-1)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
