@@ -59,7 +59,8 @@ def test_wd1_loss_at_known_values_and_an_equal_reward_group_gives_no_gradient():
     l = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0], requires_grad=True)
     w_pos, w_neg = wd1_weights(ADV, GROUPS, psi=1.0)
     loss, metrics = wd1_loss(l, w_pos, w_neg, GROUPS)
-    # group 0: Σ (w⁻ − w⁺) l = (1/(1+2e) − e/(e+2))(−1) + (e/(1+2e) − 1/(e+2))(−2 − 3); group 1: 0; mean of two groups
+    # group 0: Σ (w⁻ − w⁺) l = (1/(1+2e) − e/(e+2))(−1) + (e/(1+2e) − 1/(e+2))(−2 − 3); group 1: 0;
+    # the loss is the mean over the two groups
     g0 = -(1 / (1 + 2 * E) - E / (E + 2)) - 5 * (E / (1 + 2 * E) - 1 / (E + 2))
     assert loss.item() == pytest.approx(g0 / 2, rel=1e-6)
     assert loss.item() == pytest.approx(-0.31557, abs=1e-4)
@@ -89,7 +90,8 @@ def test_spg_eubo_at_known_values():
     row0 = (math.log(0.75 * E ** -1) + math.log(0.75 * (E ** -2 + E ** -1)) + math.log(0.75 * E ** -1.5)) / 3
     row1 = (math.log(1.5 * E ** -1) + math.log(0.5 * E ** -1)) / 2
     assert torch.allclose(eubo(LOGP, MASKED, COMP, 1.0), torch.tensor([row0, row1]), atol=1e-6)
-    # β = 2: p^2 inside, 1/β outside. Row 1: u = (0.5 (2 e^-2 + e^-2), 0.5 e^-2) -> (log 1.5e^-2 + log 0.5e^-2) / 2 / 2
+    # β = 2: p^2 inside, 1/β outside. Row 1: u = (0.5 (2 e^-2 + e^-2), 0.5 e^-2)
+    # -> (log 1.5e^-2 + log 0.5e^-2) / 2 / 2
     b2 = (math.log(1.5 * E ** -2) + math.log(0.5 * E ** -2)) / 4
     assert eubo(LOGP, MASKED, COMP, 2.0)[1].item() == pytest.approx(b2, rel=1e-6)
 

@@ -16,7 +16,8 @@ prompt masking, one mask per inner iteration). The objective is d1's token-level
 these per-token log-probabilities, so the N groups together cover every completion token once:
 
     ρ_l     = exp(logp_θ(o_l) − logp_old(o_l))                (per token; old from right after the rollout)
-    loss_n  = N / Σ_i |o_i| · Σ_{i, l in group n, l ≤ EOS_i} [ −min(ρ_l A_i, clip(ρ_l, 1 − ε, 1 + ε) A_i) + β KL_l ]
+    loss_n  = N / Σ_i |o_i| · Σ_{i; l in group n, l ≤ EOS_i} ℓ_il
+    ℓ_il    = −min(ρ_l A_i, clip(ρ_l, 1 − ε, 1 + ε) A_i) + β KL_l
 
 with A_i = r_i − mean_group(r) (no std), ε = 0.5, per-token k3 KL against the base model, β = 0.04,
 and |o_i| the completion up to and including its first EOS. Summed over the N micro-steps of an
@@ -79,7 +80,8 @@ def d2_group_loss(logp_new: Tensor, logp_old: Tensor, adv: Tensor, in_group: Ten
                   epsilon: float, epsilon_high: float, *, beta: float = 0.0,
                   kl: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """One group's micro-step: (B, G) per-token log-probabilities (new, old), (B,) advantages, (B, G) bool
-    tokens revealed in the group, (B, G) bool completion mask -> N · Σ_{group ∩ completion} per-token loss / Σ |o|."""
+    tokens revealed in the group, (B, G) bool completion mask
+    -> N · Σ_{group ∩ completion} per-token loss / Σ |o|."""
     surr, ratio, clipped = clipped_surrogate(logp_new, logp_old.detach(), adv.unsqueeze(1), epsilon, epsilon_high)
     per = surr + beta * kl if (kl is not None and beta > 0) else surr  # (B, G)
     m = (in_group & comp).to(per.dtype)

@@ -7,7 +7,7 @@ with A > 0 and lowers an upper bound for samples with A <= 0:
 
     A_i    = r_i − mean_group(r)                                          (no std)
     ELBO_i = (1/K) Σ_k  Σ_l m_kl c_l log p_kl / Σ_l m_kl c_l             (mean log p over masked completion tokens)
-    t_k    = Σ_l m_kl c_l / Σ_l c_l                                        (mask k's masked fraction of the completion)
+    t_k    = Σ_l m_kl c_l / Σ_l c_l                       (mask k's masked fraction of the completion)
     u_l    = (1/K) Σ_k m_kl c_l p_kl^β / t_k
     EUBO_i = (1/β) · mean_{l : u_l > 0} log u_l
     logp_i = ELBO_i                              if A_i > 0

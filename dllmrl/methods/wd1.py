@@ -1,5 +1,5 @@
-"""wd1: ratio-free weighted likelihood (Tang et al., "wd1: Weighted Policy Optimization for Reasoning in
-Diffusion Language Models", arXiv 2507.08838; public code github.com/xiaohangt/wd1,
+"""wd1: ratio-free weighted likelihood ("wd1: Weighted Policy Optimization for Diffusion Language Models
+Reasoning", arXiv 2507.08838; public code github.com/xiaohangt/wd1,
 ``RevDiffuGRPOTrainer.compute_loss`` in ``wd1/trainers/rev_grpo_trainer.py``, run as ``--trainer_type wll_d1_neg``).
 
 The maths, per group of G completions of one prompt:
