@@ -53,7 +53,8 @@ class TrainConfig:
     aggregation: str = "sum"
     """How a step's token log-probabilities combine: sum (the reference; the loss is divided by gen_len / steps) or mean."""
     mu: int | None = None
-    """μ: passes over each rollout (EGSPO 1; diffu-GRPO 12 inner iterations, d1 uses 8 for Countdown and Sudoku)."""
+    """μ: passes over each rollout (EGSPO 1; diffu-GRPO 12 inner iterations, d1 uses 8 for Countdown and Sudoku;
+    wd1 12, 8 for Sudoku; SPG 4; d2-StepMerge 12, 8 for Countdown and Sudoku, each pass N micro-steps)."""
     p_mask_prompt: float = 0.15
     """diffu-GRPO, wd1, d2-StepMerge and SPG: probability of masking each prompt token in an inner iteration (SPG also
     masks its clean completion blocks with it; SPG's shipped training config uses 0.15 too)."""
