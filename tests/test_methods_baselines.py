@@ -238,6 +238,7 @@ def test_registry_and_method_defaults():
 @pytest.mark.parametrize("kw, match", [
     (dict(method="wd1", beta=0.04), "--method wd1 has --beta 0.0"),
     (dict(method="spg", lam=1.0), "stepwise advantages use --method egspo-sa"),
+    (dict(method="spg", epsilon=0.2), "--method spg does not use --epsilon; leave the option out"),
     (dict(entropy_mass=0.0), "--entropy-mass must be in"),
     (dict(mix_weight=1.5), "--mix-weight must be in"),
     (dict(psi=0.0), "--psi and --eubo-beta must be positive"),
@@ -265,3 +266,46 @@ def test_exact_kl_gradient_is_finite_where_both_policies_exclude_a_token():
     assert kl[1].item() == pytest.approx(0.0, abs=1e-7)
     assert kl[0].item() == pytest.approx(float((p * (p.log() - p.flip(0).log())).sum()), rel=1e-6)
 
+
+
+# ---------------------------------------------------------------------------------------------- forwards on the tiny model
+@pytest.fixture(scope="module")
+def rollout(tiny):
+    from dllmrl.config import SamplerConfig
+    from dllmrl.sampling.sampler import sample
+
+    ids, attn = tiny.encode(["hi", "a much longer prompt", "mid size"])  # left padding differs per row
+    cfg = SamplerConfig(gen_len=8, steps=4, block_len=4, temperature=1.0)
+    return sample(tiny, ids, attn, cfg, generator=torch.Generator().manual_seed(0))
+
+
+def test_d2_with_one_group_per_step_scores_what_the_sampler_recorded(tiny, rollout):
+    """N = T: group n is step n, so the group's tokens summed give the rollout's own step log-probability."""
+    from dllmrl.methods.d2 import group_token_logp
+
+    traj = rollout
+    groups = step_groups(traj.unmask_step, group_bounds(traj.num_steps, traj.num_steps))[:, traj.prompt_len:]
+    no_drop = torch.zeros_like(traj.tokens, dtype=torch.bool)
+    tiny.model.eval()
+    with torch.no_grad():
+        for n in range(traj.num_steps):
+            tok, _ = group_token_logp(tiny, traj, n, no_drop)  # (B, G)
+            summed = (tok * (groups == n)).sum(1)
+            assert torch.allclose(summed, traj.step_logp[:, n], atol=1e-5), n
+
+
+def test_spg_forward_over_all_masks_equals_one_mask_at_a_time(tiny, rollout):
+    from dllmrl.methods.spg import masked_token_logp
+
+    traj = rollout
+    comp = torch.ones_like(traj.completion_ids, dtype=torch.bool)
+    g = torch.Generator().manual_seed(1)
+    masks, clean = block_masks(comp.long().sum(1), 8, 4, 2, g)
+    inputs = noisy_inputs(traj, masks, clean, comp, 0.3, tiny.mask_id, g)  # (B, K, L)
+    tiny.model.eval()
+    with torch.no_grad():
+        batched = masked_token_logp(tiny, traj, inputs)  # (B, K, G)
+        for k in range(2):
+            one = masked_token_logp(tiny, traj, inputs[:, k:k + 1])[:, 0]
+            assert torch.allclose(batched[:, k], one, atol=1e-5)
+    assert torch.all(batched <= 0)

@@ -192,7 +192,7 @@ WD1 = Method(
     paper="wd1, arXiv 2507.08838 (github.com/xiaohangt/wd1)",
     objective=Wd1Objective(),
     defaults={"lam": 0.0, "beta": 0.0, "mu": 12},
-    fixed={"lam": 0.0, "beta": 0.0},
+    fixed={"lam": 0.0, "beta": 0.0, "epsilon": None, "epsilon_high": None},  # no ratio, so nothing to clip
 )
 
 SPG = Method(
@@ -201,7 +201,7 @@ SPG = Method(
     paper="SPG, arXiv 2510.09541 (github.com/facebookresearch/SPG)",
     objective=SpgObjective(),
     defaults={"lam": 0.0, "beta": 0.0, "mu": 4},
-    fixed={"lam": 0.0, "beta": 0.0},
+    fixed={"lam": 0.0, "beta": 0.0, "epsilon": None, "epsilon_high": None},
 )
 
 D2_STEPMERGE = Method(

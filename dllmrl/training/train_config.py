@@ -193,6 +193,8 @@ def resolve_method(cfg: TrainConfig) -> TrainConfig:
         given = getattr(cfg, name)
         if given is not None and given != value:
             flag = "--lambda" if name == "lam" else f"--{name.replace('_', '-')}"
+            if value is None:
+                raise ConfigError(f"--method {cfg.method} does not use {flag}; leave the option out")
             hint = "; for stepwise advantages use --method egspo-sa" if name == "lam" else ""
             raise ConfigError(f"--method {cfg.method} has {flag} {value}; leave the option out{hint}")
     filled = {k: v for k, v in method.defaults.items() if getattr(cfg, k) is None}
