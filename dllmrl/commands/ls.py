@@ -29,7 +29,10 @@ def ls_command(what: Annotated[str, typer.Argument(help="tasks, methods or model
             rows.append((name, ", ".join(f"{s} ({n})" for s, n in splits.items())))
         console.print(table("task packs", ["task", "splits (examples)"], rows))
     elif what == "methods":
-        console.print(table("training methods", ["method"], [(n,) for n in METHODS.names()]))
+        from dllmrl.methods import get_method
+
+        rows = [(n, get_method(n).summary, get_method(n).paper) for n in METHODS.names()]
+        console.print(table("training methods", ["method", "summary", "paper"], rows))
     else:
         import dllmrl.models  # noqa: F401  (registers the families)
 

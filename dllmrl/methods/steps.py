@@ -62,7 +62,7 @@ class StepObjective:
     def plan(self, step: int, batch: int, generator: torch.Generator | None, device: torch.device) -> Plan:
         """3. Step selection: the selector's keeper rides along in the sampler (``greedy_at``)."""
         cfg = self.cfg
-        selector = STEP_SELECTORS.get(cfg.select)()
+        selector = STEP_SELECTORS.get(cfg.select)(cfg)
         p = selector.plan(batch, self.total_steps, cfg.k_steps, eos_limit=cfg.eos_limit, generator=generator,
                           device=device)
         return Plan(keeper=p.keeper, select=p.select, greedy_rewards=self.lam(step) > 0)
