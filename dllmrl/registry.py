@@ -108,7 +108,8 @@ TASKS.register("sudoku", "dllmrl.tasks.sudoku:Sudoku")
 TASKS.register("countdown", "dllmrl.tasks.countdown:Countdown")
 TASKS.register("gsm8k", "dllmrl.tasks.gsm8k:GSM8K")
 
-# Training methods and step selectors (lazy: `dllmrl ls methods` does not import torch).
+# Training methods and step selectors (lazy: resolved on first use; `dllmrl ls methods` imports them to show
+# each method's summary and paper).
 METHODS.register("egspo", "dllmrl.methods.steps:EGSPO")
 METHODS.register("egspo-sa", "dllmrl.methods.steps:EGSPO_SA")
 METHODS.register("diffu-grpo", "dllmrl.methods.tokens:DIFFU_GRPO")

@@ -309,3 +309,34 @@ def test_spg_forward_over_all_masks_equals_one_mask_at_a_time(tiny, rollout):
             one = masked_token_logp(tiny, traj, inputs[:, k:k + 1])[:, 0]
             assert torch.allclose(batched[:, k], one, atol=1e-5)
     assert torch.all(batched <= 0)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_ls_methods_names_each_method_with_its_paper():
+    from typer.testing import CliRunner
+
+    from dllmrl.cli import app
+
+    r = CliRunner().invoke(app, ["ls", "methods"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    lines = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") >= 4}
+    papers = {"egspo": "2603.12554", "egspo-sa": "2603.12554", "diffu-grpo": "2504.12216", "wd1": "2507.08838",
+              "spg": "2510.09541", "d2-stepmerge": "2509.21474"}
+    for name, arxiv in papers.items():
+        assert f"arXiv {arxiv}" in lines[name], name
+
+
+@pytest.mark.parametrize("method, k, refused", [("egspo", 5, True), ("egspo", 4, False), ("wd1", 5, False)])
+def test_entropy_mass_cap_obeys_the_k_steps_check_of_step_selecting_methods(method, k, refused):
+    """--k-steps caps entropy-mass's adaptive count and fixes the micro-steps, so the same K <= --steps bound holds;
+    a method that selects no steps ignores --k-steps."""
+    from dllmrl.commands.train import check_k_steps
+    from dllmrl.config import SamplerConfig
+
+    cfg = TrainConfig(method=method, select="entropy-mass", entropy_mass=0.7, k_steps=k)
+    scfg = SamplerConfig(gen_len=8, steps=4, block_len=4)
+    if refused:
+        with pytest.raises(ConfigError, match="--k-steps 5 is more than --steps 4"):
+            check_k_steps(cfg, scfg)
+    else:
+        check_k_steps(cfg, scfg)

@@ -113,6 +113,7 @@ def _units(cfg: TrainConfig) -> int:
 EGSPO = Method(
     name="egspo",
     summary="entropy-guided top-K steps, group-relative advantages (λ = 0)",
+    paper="EGSPO, arXiv 2603.12554",
     build=lambda cfg, scfg: StepObjective(cfg, scfg, stepwise=False),
     units=_units,
     stepwise=False,
@@ -124,6 +125,7 @@ EGSPO = Method(
 EGSPO_SA = Method(
     name="egspo-sa",
     summary="EGSPO plus stepwise advantages from one-shot greedy completions (λ, default 1)",
+    paper="EGSPO (stepwise advantages, EGSPO-SA), arXiv 2603.12554",
     build=lambda cfg, scfg: StepObjective(cfg, scfg, stepwise=True),
     units=_units,
     stepwise=True,
