@@ -244,6 +244,8 @@ def test_registry_and_method_defaults():
     (dict(psi=0.0), "--psi and --eubo-beta must be positive"),
     (dict(merge_groups=0), "--merge-groups must be positive"),
     (dict(method="d2-stepmerge", merge_groups=3, mu=1), "--grad-accum 2 does not divide"),
+    (dict(method="wd1", select="entropy-mass"), "--method wd1 trains on no selected denoising steps"),
+    (dict(method="diffu-grpo", select="random"), "--select random would be ignored"),
 ])
 def test_bad_options_are_one_clear_line(kw, match):
     with pytest.raises(ConfigError, match=match):

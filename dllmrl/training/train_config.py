@@ -29,8 +29,8 @@ class TrainConfig:
     method: str = "egspo-sa"
     """egspo, egspo-sa, diffu-grpo, or the baselines wd1, spg and d2-stepmerge (see `dllmrl ls methods`)."""
     select: str = "entropy"
-    """Which K steps of each rollout to train on: entropy (EGSPO), random or uniform (ablations), or entropy-mass
-    (adaptive K per sequence, see --entropy-mass)."""
+    """Which K steps of each rollout to train on (EGSPO and EGSPO-SA): entropy (EGSPO), random or uniform (ablations),
+    or entropy-mass (adaptive K per sequence, see --entropy-mass)."""
     eos_limit: bool = False
     """Select only among steps up to the last step that revealed a non-EOS token (reference: off)."""
     k_steps: int = 8
@@ -198,6 +198,10 @@ def resolve_method(cfg: TrainConfig) -> TrainConfig:
 
     method = get_method(cfg.method)
     STEP_SELECTORS.get(cfg.select)  # unknown name -> "did you mean"
+    if not method.selects_steps and cfg.select != TrainConfig.select:
+        # a selector (entropy-mass included) only acts where the method trains on selected steps
+        raise ConfigError(f"--method {cfg.method} trains on no selected denoising steps, so --select {cfg.select} "
+                          "would be ignored; leave the option out, or use --method egspo / egspo-sa")
     for name, value in method.fixed.items():
         given = getattr(cfg, name)
         if given is not None and given != value:
