@@ -108,13 +108,18 @@ TASKS.register("sudoku", "dllmrl.tasks.sudoku:Sudoku")
 TASKS.register("countdown", "dllmrl.tasks.countdown:Countdown")
 TASKS.register("gsm8k", "dllmrl.tasks.gsm8k:GSM8K")
 
-# Training methods and step selectors (lazy: `dllmrl ls methods` does not import torch).
+# Training methods and step selectors (lazy: resolved on first use; `dllmrl ls methods` imports them to show
+# each method's summary and paper).
 METHODS.register("egspo", "dllmrl.methods.steps:EGSPO")
 METHODS.register("egspo-sa", "dllmrl.methods.steps:EGSPO_SA")
 METHODS.register("diffu-grpo", "dllmrl.methods.tokens:DIFFU_GRPO")
 STEP_SELECTORS.register("entropy", "dllmrl.methods.selection:EntropySelector")
 STEP_SELECTORS.register("random", "dllmrl.methods.selection:RandomSelector")
 STEP_SELECTORS.register("uniform", "dllmrl.methods.selection:UniformSelector")
+METHODS.register("wd1", "dllmrl.methods.baselines:WD1")
+METHODS.register("spg", "dllmrl.methods.baselines:SPG")
+METHODS.register("d2-stepmerge", "dllmrl.methods.baselines:D2_STEPMERGE")
+STEP_SELECTORS.register("entropy-mass", "dllmrl.methods.entropy_mass:EntropyMassSelector")
 TASKS.register("math500", "dllmrl.tasks.math500:MATH500")
 TASKS.register("humaneval", "dllmrl.tasks.humaneval:HumanEval")
 TASKS.register("mbpp", "dllmrl.tasks.mbpp:MBPP")

@@ -29,7 +29,19 @@ def ls_command(what: Annotated[str, typer.Argument(help="tasks, methods or model
             rows.append((name, ", ".join(f"{s} ({n})" for s, n in splits.items())))
         console.print(table("task packs", ["task", "splits (examples)"], rows))
     elif what == "methods":
-        console.print(table("training methods", ["method"], [(n,) for n in METHODS.names()]))
+        from rich.table import Table
+
+        from dllmrl.methods import get_method
+
+        # text columns read left to right; a long paper reference folds instead of being cut at the terminal's edge
+        t = Table(title="training methods", title_justify="left")
+        t.add_column("method", no_wrap=True)
+        t.add_column("summary")
+        t.add_column("paper", overflow="fold")
+        for name in METHODS.names():
+            method = get_method(name)
+            t.add_row(name, method.summary, method.paper)
+        console.print(t)
     else:
         import dllmrl.models  # noqa: F401  (registers the families)
 

@@ -1,4 +1,4 @@
-"""``dllmrl train TASK``: RL post-training (EGSPO, EGSPO-SA, diffu-GRPO) with LoRA on accelerate."""
+"""``dllmrl train TASK``: RL post-training (EGSPO, EGSPO-SA, diffu-GRPO; baselines wd1, SPG, d2-StepMerge) with LoRA."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ EPILOG = """Examples:
   dllmrl train countdown --method egspo --select random --k-steps 8 --temperature 0.2
 
   dllmrl train gsm8k --method diffu-grpo --mu 12 --beta 0.04
+
+  dllmrl train sudoku --method spg --eubo-beta 1.0 --mix-weight 0.5       (baselines: wd1, spg, d2-stepmerge)
+
+  dllmrl train sudoku --method egspo --select entropy-mass --entropy-mass 0.7 --k-steps 32
 
   accelerate launch --config_file configs/accelerate_zero2.yaml -m dllmrl.cli train gsm8k \\
       --model GSAI-ML/LLaDA-8B-Instruct --method egspo-sa --lambda 1 --lambda-halve-every 500
@@ -36,7 +40,8 @@ def train_command(
     opts: Resolved = None,  # type: ignore[assignment]
 ) -> None:
     """Post-train a diffusion LM with RL on a task's rewards: EGSPO (entropy-guided steps), EGSPO-SA (plus stepwise
-    advantages from one-shot greedy completions) or diffu-GRPO (the d1 baseline)."""
+    advantages from one-shot greedy completions), diffu-GRPO (the d1 baseline), or the baselines wd1, SPG and
+    d2-StepMerge (`dllmrl ls methods`)."""
     from dllmrl.config import config_dict
     from dllmrl.errors import ConfigError
     from dllmrl.training.trainer import TrainingInterrupted, resolve_train_config, train, training_sampler_config
@@ -87,7 +92,9 @@ def train_command(
 
 
 def check_k_steps(cfg: TrainConfig, scfg: SamplerConfig) -> None:
-    """EGSPO trains on K of the rollout's denoising steps: there must be at least K of them."""
+    """A method that selects steps (EGSPO, EGSPO-SA) trains on K of the rollout's denoising steps: there must be at
+    least K of them. With ``--select entropy-mass`` K is the cap of the adaptive count and fixes the micro-steps per
+    rollout, so the same bound holds (slots past the rollout's steps could never be filled)."""
     from dllmrl.errors import ConfigError
     from dllmrl.methods import get_method
 

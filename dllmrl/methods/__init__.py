@@ -135,6 +135,8 @@ class Method:
     """TrainConfig fields left unset (None) take these values for this method."""
     fixed: Mapping[str, Any] = field(default_factory=dict)
     """TrainConfig fields this method does not let the user change (e.g. λ = 0 for plain EGSPO)."""
+    paper: str = ""
+    """Where the method comes from (paper and public code), shown by `dllmrl ls methods`."""
 
 
 def get_method(name: str) -> Method:

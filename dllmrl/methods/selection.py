@@ -19,13 +19,16 @@ selected steps off the finished trajectory, so the kept completions and the sele
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
 from dllmrl.sampling.keepers import FixedSteps, GreedyKeeper, TopEntropySteps, last_non_eos_step, top_k_entropy_steps
 from dllmrl.sampling.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from dllmrl.training.train_config import TrainConfig
 
 
 def _eligible(traj: Trajectory, eos_limit: bool) -> Tensor:
@@ -102,7 +105,14 @@ class _ScoredKeeper:
         return self.inner.result()
 
 
-class EntropySelector:
+class _ConfigFree:
+    """Selectors are built from the training config, ``STEP_SELECTORS.get(name)(cfg)``; these need none of it."""
+
+    def __init__(self, cfg: TrainConfig | None = None) -> None:
+        pass
+
+
+class EntropySelector(_ConfigFree):
     """EGSPO: the K highest-entropy steps; a running top-K keeps only their completions (O(K x gen_len))."""
 
     def plan(self, batch: int, total_steps: int, k: int, *, eos_limit: bool, generator: torch.Generator | None,
@@ -110,7 +120,7 @@ class EntropySelector:
         return StepPlan(TopEntropySteps(k, eos_limit), lambda traj: entropy_steps(traj, k, eos_limit=eos_limit))
 
 
-class RandomSelector:
+class RandomSelector(_ConfigFree):
     """Ablation: K distinct steps drawn uniformly per sequence (keys drawn before sampling from the generator)."""
 
     def plan(self, batch: int, total_steps: int, k: int, *, eos_limit: bool, generator: torch.Generator | None,
@@ -119,7 +129,7 @@ class RandomSelector:
         return StepPlan(_ScoredKeeper(keys, k, eos_limit), lambda traj: random_steps(traj, k, keys, eos_limit=eos_limit))
 
 
-class UniformSelector:
+class UniformSelector(_ConfigFree):
     """Ablation: K evenly spaced steps. Without the EOS limit they are known in advance; with it the
     last non-EOS step is known only at the end, so every step's completion is kept (token ids only)."""
 

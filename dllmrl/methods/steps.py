@@ -62,7 +62,7 @@ class StepObjective:
     def plan(self, step: int, batch: int, generator: torch.Generator | None, device: torch.device) -> Plan:
         """3. Step selection: the selector's keeper rides along in the sampler (``greedy_at``)."""
         cfg = self.cfg
-        selector = STEP_SELECTORS.get(cfg.select)()
+        selector = STEP_SELECTORS.get(cfg.select)(cfg)
         p = selector.plan(batch, self.total_steps, cfg.k_steps, eos_limit=cfg.eos_limit, generator=generator,
                           device=device)
         return Plan(keeper=p.keeper, select=p.select, greedy_rewards=self.lam(step) > 0)
@@ -113,6 +113,7 @@ def _units(cfg: TrainConfig) -> int:
 EGSPO = Method(
     name="egspo",
     summary="entropy-guided top-K steps, group-relative advantages (λ = 0)",
+    paper="EGSPO, arXiv 2603.12554",
     build=lambda cfg, scfg: StepObjective(cfg, scfg, stepwise=False),
     units=_units,
     stepwise=False,
@@ -124,6 +125,7 @@ EGSPO = Method(
 EGSPO_SA = Method(
     name="egspo-sa",
     summary="EGSPO plus stepwise advantages from one-shot greedy completions (λ, default 1)",
+    paper="EGSPO (stepwise advantages, EGSPO-SA), arXiv 2603.12554",
     build=lambda cfg, scfg: StepObjective(cfg, scfg, stepwise=True),
     units=_units,
     stepwise=True,

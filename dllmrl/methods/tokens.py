@@ -89,6 +89,7 @@ class TokenObjective:
 DIFFU_GRPO = Method(
     name="diffu-grpo",
     summary="d1 baseline: random prompt masking, one-step per-token log-probabilities, μ inner iterations",
+    paper="d1 (diffu-GRPO), arXiv 2504.12216 (github.com/dllm-reasoning/d1)",
     build=TokenObjective,
     units=lambda cfg: cfg.mu,
     stepwise=False,

@@ -19,6 +19,7 @@ from dllmrl.errors import ConfigError
 KL_FORMS = ("k3", "exact")
 AGGREGATIONS = ("sum", "mean")
 STEP_REWARDS = ("all", "correct")
+DEFAULT_BETA = 0.04  # the KL coefficient of EGSPO, d1 and d2 when neither the user nor the method sets one
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,15 @@ class TrainConfig:
     task: str = "sudoku"
     """Registered task pack to train on (its 'train' split)."""
     method: str = "egspo-sa"
-    """egspo, egspo-sa or diffu-grpo (see `dllmrl ls methods`)."""
+    """egspo, egspo-sa, diffu-grpo, or the baselines wd1, spg and d2-stepmerge (see `dllmrl ls methods`)."""
     select: str = "entropy"
-    """Which K steps of each rollout to train on: entropy (EGSPO), random or uniform (ablations)."""
+    """Which K steps of each rollout to train on (EGSPO and EGSPO-SA): entropy (EGSPO), random or uniform (ablations),
+    or entropy-mass (adaptive K per sequence, see --entropy-mass)."""
     eos_limit: bool = False
     """Select only among steps up to the last step that revealed a non-EOS token (reference: off)."""
     k_steps: int = 8
-    """K: selected denoising steps per sequence, one micro-step each."""
+    """K: selected denoising steps per sequence, one micro-step each (with --select entropy-mass, the most a sequence
+    may keep)."""
     lam: float | None = None
     """λ, the weight of the stepwise advantage r − r̂ (EGSPO-SA; default 1, the model card's value for Sudoku and Countdown)."""
     lambda_halve_every: int = 0
@@ -41,8 +44,9 @@ class TrainConfig:
     """Divide the EGSPO-SA return by (1 + λ), so the advantage keeps the scale of the final reward."""
     step_reward: str = "all"
     """Reward of the intermediate one-shot completions: 'all' (the weighted training reward) or 'correct' (verify only)."""
-    beta: float = 0.04
-    """KL coefficient against the base model (adapter disabled); 0 skips the reference forward."""
+    beta: float | None = None
+    """KL coefficient against the base model (adapter disabled); 0 skips the reference forward (default 0.04; 0 and
+    fixed for wd1 and SPG, whose published trainers have no KL term)."""
     kl: str = "k3"
     """KL form: k3 (the estimate on the step's log-probability) or exact (summed over the vocabulary at the revealed positions)."""
     epsilon: float | None = None
@@ -52,9 +56,26 @@ class TrainConfig:
     aggregation: str = "sum"
     """How a step's token log-probabilities combine: sum (the reference; the loss is divided by gen_len / steps) or mean."""
     mu: int | None = None
-    """μ: passes over each rollout (EGSPO 1; diffu-GRPO 12 inner iterations, d1 uses 8 for Countdown and Sudoku)."""
+    """μ: passes over each rollout (EGSPO 1; diffu-GRPO 12 inner iterations, d1 uses 8 for Countdown and Sudoku;
+    wd1 12, 8 for Sudoku; SPG 4; d2-StepMerge 12, 8 for Countdown and Sudoku, each pass N micro-steps)."""
     p_mask_prompt: float = 0.15
-    """diffu-GRPO: probability of masking each prompt token in an inner iteration."""
+    """diffu-GRPO, wd1, d2-StepMerge and SPG: probability of masking each prompt token in an inner iteration (SPG also
+    masks its clean completion blocks with it; SPG's shipped training config uses 0.15 too)."""
+    entropy_mass: float = 0.7
+    """--select entropy-mass: keep, per sequence, the fewest highest-entropy steps whose entropies add up to this
+    fraction of the trajectory's total, at most --k-steps of them (our own adaptive rule, not the EGSPO authors')."""
+    psi: float = 1.0
+    """wd1: temperature of the weights softmax_group(ψA) and softmax_group(−ψA) (wd1's code: 1)."""
+    mc_samples: int = 2
+    """SPG: block-wise masks per sequence and inner iteration for the ELBO / EUBO Monte Carlo estimate (SPG: 2)."""
+    eubo_beta: float = 1.5
+    """SPG: exponent β of the evidence upper bound (SPG: 1.5 for GSM8K and MATH, 1.0 for Sudoku, 2.0 for Countdown
+    with the pure EUBO)."""
+    mix_weight: float = 0.5
+    """SPG: samples with A <= 0 use ω·EUBO + (1 − ω)·ELBO; 0.5 is 'SPG w/ Mixture', 1 the pure EUBO, 0 the ELBO."""
+    merge_groups: int = 8
+    """d2-StepMerge: N, groups of consecutive denoising steps scored with one forward each (d2: 8 for GSM8K,
+    16 for Countdown and MATH; at most --steps)."""
     num_generations: int = 8
     """G: completions per prompt (a group; it stays on one process)."""
     batch_size: int = 8
@@ -123,7 +144,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be positive, got {value}")
 
         for name in ("k_steps", "num_generations", "batch_size", "grad_accum", "max_steps", "lora_r", "lora_alpha",
-                     "eval_limit", "log_every", "mu"):
+                     "eval_limit", "log_every", "mu", "mc_samples", "merge_groups"):
             pos(name.replace("_", "-"), getattr(self, name))
         if self.save_every < 0 or self.eval_every < 0 or self.keep_checkpoints < 0 or self.lambda_halve_every < 0:
             raise ConfigError("--save-every, --eval-every, --keep-checkpoints and --lambda-halve-every must be >= 0")
@@ -137,8 +158,14 @@ class TrainConfig:
             )
         if self.lam is not None and self.lam < 0:
             raise ConfigError(f"--lambda must be >= 0, got {self.lam}")
-        if self.beta < 0:
+        if self.beta is not None and self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
+        if not 0 < self.entropy_mass <= 1:
+            raise ConfigError(f"--entropy-mass must be in (0, 1], got {self.entropy_mass}")
+        if self.psi <= 0 or self.eubo_beta <= 0:
+            raise ConfigError(f"--psi and --eubo-beta must be positive, got {self.psi} and {self.eubo_beta}")
+        if not 0 <= self.mix_weight <= 1:
+            raise ConfigError(f"--mix-weight must be in [0, 1], got {self.mix_weight}")
         if self.epsilon is not None and not 0 < self.epsilon < 1:
             raise ConfigError(f"--epsilon must be in (0, 1), got {self.epsilon}")
         if self.epsilon_high is not None and self.epsilon_high <= 0:
@@ -171,17 +198,26 @@ def resolve_method(cfg: TrainConfig) -> TrainConfig:
 
     method = get_method(cfg.method)
     STEP_SELECTORS.get(cfg.select)  # unknown name -> "did you mean"
+    if not method.selects_steps and cfg.select != TrainConfig.select:
+        # a selector (entropy-mass included) only acts where the method trains on selected steps
+        raise ConfigError(f"--method {cfg.method} trains on no selected denoising steps, so --select {cfg.select} "
+                          "would be ignored; leave the option out, or use --method egspo / egspo-sa")
     for name, value in method.fixed.items():
         given = getattr(cfg, name)
         if given is not None and given != value:
             flag = "--lambda" if name == "lam" else f"--{name.replace('_', '-')}"
-            raise ConfigError(f"--method {cfg.method} has {flag} {value}; for stepwise advantages use --method egspo-sa")
+            if value is None:
+                raise ConfigError(f"--method {cfg.method} does not use {flag}; leave the option out")
+            hint = "; for stepwise advantages use --method egspo-sa" if name == "lam" else ""
+            raise ConfigError(f"--method {cfg.method} has {flag} {value}; leave the option out{hint}")
     filled = {k: v for k, v in method.defaults.items() if getattr(cfg, k) is None}
     out = replace(cfg, **filled)
+    if out.beta is None:
+        out = replace(out, beta=DEFAULT_BETA)
     units = method.units(out)
     if units % out.grad_accum:
         raise ConfigError(
-            f"a rollout feeds {units} micro-steps (--k-steps x --mu for EGSPO, --mu for diffu-GRPO), which "
+            f"a rollout feeds {units} micro-steps (--k-steps x --mu for EGSPO, --merge-groups x --mu for d2-StepMerge, --mu otherwise), which "
             f"--grad-accum {out.grad_accum} does not divide; pick a --grad-accum that divides {units}"
         )
     return out

@@ -1,4 +1,5 @@
-"""The RL trainer (EGSPO, EGSPO-SA, diffu-GRPO): rollouts and the method's losses on the shared skeleton.
+"""The RL trainer (EGSPO, EGSPO-SA, diffu-GRPO, wd1, SPG, d2-StepMerge): rollouts and the method's losses on the
+shared skeleton.
 
     result = train(TrainConfig(task="sudoku", method="egspo-sa", max_steps=100), scfg, ModelConfig(model=...))
 
@@ -9,7 +10,7 @@ through accelerate's own config). Per rollout:
    leaves its process), keeping the one-shot greedy completions the method's ``Plan`` asks for;
 2. the task's rewards score the completions (and, when asked, the greedy completions of the
    selected steps); the ``Rollout`` goes to the method's ``Objective.prepare``;
-3. the prepared rollout feeds ``units`` micro-steps (K x μ for EGSPO, μ for diffu-GRPO), one
+3. the prepared rollout feeds ``units`` micro-steps (K x μ for EGSPO, N x μ for d2, μ otherwise), one
    ``Objective.loss`` each, under ``dllmrl.training.loop`` (accumulation, clipping, checkpoints,
    metrics, Ctrl-C / SIGTERM). ``--max-steps`` counts optimizer steps.
 
