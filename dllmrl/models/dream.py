@@ -248,16 +248,30 @@ class DreamModel(DreamPreTrainedModel):
             )
         if use_cache or past_key_values is not None:
             raise ValueError("Dream attends both ways here; there is no key-value cache")
+        x, hidden = self.hidden_states(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states)
+        out = MaskedLMOutput(logits=self.head_logits(x), hidden_states=hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+    def hidden_states(
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | str | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The trunk: (B, L) ids -> (B, L, d) final-norm hidden states (unshifted: position i predicts i+1)."""
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)
         B, L = x.shape[:2]
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        x, hidden = run_layers(self.model.layers, self.model.norm, x, mask, cos, sin, output_hidden_states)
-        out = MaskedLMOutput(logits=self.lm_head(x), hidden_states=hidden)
-        return out if return_dict is not False else out.to_tuple()
+        return run_layers(self.model.layers, self.model.norm, x, mask, cos, sin, output_hidden_states)
 
+    def head_logits(self, h: Tensor) -> Tensor:
+        """(..., d) hidden states -> (..., V) logits."""
+        return self.lm_head(h)
 
 AutoConfig.register(DreamConfig.model_type, DreamConfig, exist_ok=True)
 AutoModel.register(DreamConfig, DreamModel, exist_ok=True)

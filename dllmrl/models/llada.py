@@ -294,6 +294,23 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             )
         if use_cache or past_key_values is not None:
             raise ValueError("LLaDA attends both ways; there is no key-value cache")
+        x, hidden = self.hidden_states(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states)
+        logits = self.head_logits(x)  # (B, L, V)
+        out = MaskedLMOutput(logits=logits, hidden_states=hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+    def hidden_states(
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | str | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The trunk: (B, L) ids -> (B, L, d) final-norm hidden states (and every layer's, when asked).
+
+        ``head_logits`` of them is the forward's logits; callers that need only some positions gather first.
+        """
         t = self.model.transformer
         x = t.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)
         B, L = x.shape[:2]
@@ -304,13 +321,14 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        x, hidden = run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states)
-        logits = t.ff_out(x)  # (B, L, V)
+        return run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states)
+
+    def head_logits(self, h: Tensor) -> Tensor:
+        """(..., d) hidden states -> (..., V) logits: the output layer (and the optional logit scale)."""
+        logits = self.model.transformer.ff_out(h)
         if self.config.scale_logits:
             logits = logits * (self.config.d_model**-0.5)
-        out = MaskedLMOutput(logits=logits, hidden_states=hidden)
-        return out if return_dict is not False else out.to_tuple()
-
+        return logits
 
 AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
 AutoModel.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
