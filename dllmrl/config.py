@@ -13,6 +13,7 @@ from dllmrl.errors import ConfigError
 
 REMASKING = ("low_confidence", "random")
 DECODING = ("fixed", "threshold")
+CACHES = ("none", "prefix", "dual")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class SamplerConfig:
     confidence reaches --threshold, and end a block early (Fast-dLLM style)."""
     threshold: float = 0.9
     """Confidence threshold for --decode threshold."""
+    cache: str = "none"
+    """Fast-dLLM key/value cache (native LLaDA and Dream; sample and eval only): 'none'; 'prefix'
+    (each block starts with a full forward that stores every position's keys/values; the block's
+    later steps compute the block and what follows it, reusing the prefix's); 'dual' (the later
+    steps compute the block alone, reusing the prefix's and the suffix's). Approximate: the cached
+    keys/values are those of the block's first step."""
+    cache_refresh: int = 0
+    """With --cache: also refresh the cache every this many steps inside a block (0: only at block starts)."""
 
     def __post_init__(self) -> None:
         if self.gen_len <= 0:
@@ -63,6 +72,10 @@ class SamplerConfig:
             raise ConfigError(f"--remasking must be one of {', '.join(REMASKING)}, got '{self.remasking}'")
         if self.decode not in DECODING:
             raise ConfigError(f"--decode must be one of {', '.join(DECODING)}, got '{self.decode}'")
+        if self.cache not in CACHES:
+            raise ConfigError(f"--cache must be one of {', '.join(CACHES)}, got '{self.cache}'")
+        if self.cache_refresh < 0:
+            raise ConfigError(f"--cache-refresh must be >= 0, got {self.cache_refresh}")
 
     @property
     def num_blocks(self) -> int:

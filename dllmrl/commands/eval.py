@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from dllmrl.commands.options import (
-    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt,
+    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CacheOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt,
     GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
     TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
 )
@@ -66,6 +66,7 @@ def eval_command(
     cfg_scale: CfgScaleOpt = 0.0,
     decode: DecodeOpt = "fixed",
     threshold: ThresholdOpt = 0.9,
+    cache: CacheOpt = "none",
     prompt_style: Annotated[Optional[str], typer.Option("--prompt-style", help="eval (the published protocol), train, or compact (tiny models). Default: the model's dllmrl.json, else eval.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Send prompts without the model's chat template.")] = False,
     split: Annotated[Optional[str], typer.Option("--split", help="Split to evaluate (default: the paper's test split; sudoku: test256).")] = None,
@@ -112,7 +113,7 @@ def eval_command(
     cfg = EvalConfig(
         task=task, split=split, gen_lens=lens, steps=steps, block_len=int(r["block_len"]),  # type: ignore[arg-type]
         temperature=float(r["temperature"]), remasking=remasking, cfg_scale=cfg_scale, decode=decode,
-        threshold=threshold, prompt_style=r["prompt_style"], raw=raw, batch_size=batch_size, limit=limit, seed=seed,
+        threshold=threshold, cache=cache, prompt_style=r["prompt_style"], raw=raw, batch_size=batch_size, limit=limit, seed=seed,
         out=out or default_out(task, model, adapter, adapter_subfolder),
     )
     mcfg = ModelConfig(model=model, adapter=adapter, adapter_subfolder=adapter_subfolder, device=device, dtype=dtype,

@@ -24,6 +24,8 @@ CfgScaleOpt = Annotated[float, typer.Option("--cfg-scale", help="Classifier-free
 RemaskingOpt = Annotated[str, typer.Option("--remasking", help="low_confidence (most probable first) or random.")]
 DecodeOpt = Annotated[str, typer.Option("--decode", help="fixed (exact step schedule) or threshold (also reveal positions above --threshold; blocks end early).")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Confidence threshold for --decode threshold.")]
+CacheOpt = Annotated[str, typer.Option("--cache", help="Fast-dLLM key/value cache for native LLaDA and Dream: none, prefix (reuse the keys/values before the block) or dual (also after it); refreshed at each block start.")]
+CacheRefreshOpt = Annotated[int, typer.Option("--cache-refresh", help="With --cache: also refresh every this many steps inside a block (0: block starts only).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the sampler's torch.Generator.")]
 GuidanceOpt = Annotated[str, typer.Option("--guidance", help="Reward guidance: none, expectation, aps, entrgi or best-of-n (needs --reward-model).")]
 RewardModelOpt = Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification reward model sharing the DLLM's vocabulary (directory or hub id).")]

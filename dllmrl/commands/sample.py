@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from dllmrl.commands.options import (
-    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, GenLenOpt,
+    AdapterOpt, AdapterSubfolderOpt, BestOfNOpt, BlockLenOpt, CacheOpt, CacheRefreshOpt, CfgScaleOpt, DecodeOpt, DeviceOpt, DtypeOpt, GenLenOpt,
     GuidanceLrOpt, GuidanceOpt, GuidanceStepsOpt, ModelOpt, RemaskingOpt, RewardModelOpt, SeedOpt, StepsOpt,
     TemperatureOpt, ThresholdOpt, TrustRemoteCodeOpt,
 )
@@ -37,6 +37,8 @@ def sample_command(
     remasking: RemaskingOpt = "low_confidence",
     decode: DecodeOpt = "fixed",
     threshold: ThresholdOpt = 0.9,
+    cache: CacheOpt = "none",
+    cache_refresh: CacheRefreshOpt = 0,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = "none",
     reward_model: RewardModelOpt = None,
@@ -67,7 +69,8 @@ def sample_command(
     from dllmrl.sampling.guidance import GuidanceConfig
 
     scfg = SamplerConfig(gen_len=gen_len, steps=steps, block_len=block_len, temperature=temperature,
-                         cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold)
+                         cfg_scale=cfg_scale, remasking=remasking, decode=decode, threshold=threshold,
+                         cache=cache, cache_refresh=cache_refresh)
     mcfg = ModelConfig(model=model, adapter=adapter, adapter_subfolder=adapter_subfolder, device=device, dtype=dtype,
                        trust_remote_code=trust_remote_code)
     gcfg = GuidanceConfig(guidance=guidance, reward_model=reward_model, guidance_steps=guidance_steps,

@@ -112,6 +112,7 @@ def train_command(
     remasking: RemaskingOpt = "low_confidence",
     decode: DecodeOpt = "fixed",
     threshold: ThresholdOpt = 0.9,
+    cache: Annotated[Optional[str], typer.Option("--cache", hidden=True)] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -119,6 +120,11 @@ def train_command(
     """Post-train a diffusion LM with RL on a task's rewards: EGSPO (entropy-guided steps), EGSPO-SA (plus stepwise
     advantages from one-shot greedy completions) or diffu-GRPO (the d1 baseline)."""
     from dllmrl.config import ModelConfig, config_dict
+    from dllmrl.errors import ConfigError
+
+    if cache is not None:  # accepted only to refuse it clearly
+        raise ConfigError(f"--cache {cache} is for sample and eval only: training scores the exact states its "
+                          "rollouts visited, which a cached (approximate) rollout does not; drop --cache")
     from dllmrl.training.train_config import TrainConfig
     from dllmrl.training.trainer import TrainingInterrupted, resolve_train_config, train, training_sampler_config
     from dllmrl.ui import kv_table, progress, stderr_console, table

@@ -56,6 +56,8 @@ class EvalConfig:
     """'fixed' step schedule or 'threshold' (Fast-dLLM style early reveal)."""
     threshold: float = 0.9
     """Confidence threshold for --decode threshold."""
+    cache: str = "none"
+    """Fast-dLLM key/value cache for native LLaDA and Dream: 'none', 'prefix' or 'dual' (see SamplerConfig.cache)."""
     prompt_style: str = "eval"
     """The pack's prompt format: 'eval' (published protocol), 'train' or 'compact' (tiny models)."""
     raw: bool = False
@@ -85,7 +87,7 @@ class EvalConfig:
         return SamplerConfig(
             gen_len=gen_len, steps=self.steps if self.steps is not None else max(1, gen_len // 2),
             block_len=self.block_len, temperature=self.temperature, cfg_scale=self.cfg_scale,
-            remasking=self.remasking, decode=self.decode, threshold=self.threshold,
+            remasking=self.remasking, decode=self.decode, threshold=self.threshold, cache=self.cache,
         )
 
 
@@ -146,6 +148,7 @@ def settings_for(cfg: EvalConfig, scfg: SamplerConfig, model: Mapping[str, Any])
             "gen_len": scfg.gen_len, "steps": scfg.steps, "block_len": scfg.block_len, "temperature": scfg.temperature,
             "remasking": scfg.remasking, "cfg_scale": scfg.cfg_scale, "decode": scfg.decode,
             "threshold": scfg.threshold if scfg.decode == "threshold" else None,
+            **({"cache": scfg.cache} if scfg.cache != "none" else {}),  # absent when off: older records still match
             "seed": cfg.seed if scfg.temperature > 0 or scfg.remasking == "random" else None}
 
 

@@ -16,7 +16,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from dllmrl.errors import ConfigError
 from dllmrl.models.heads import HEAD_SPLITS, WHOLE, HeadSplit
+from dllmrl.models.layers import KVCache
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +69,40 @@ class ModelAdapter:
         out = self.model(input_ids=input_ids, **kwargs).logits  # (B, L, V)
         return self._shift(out)
 
-    def hidden(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def hidden(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None,
+               window: tuple[int, int] | None = None) -> Tensor:
         """(B, L) ids -> (B, L, d) final hidden states, aligned like ``logits``: head(hidden[:, i]) predicts token i.
 
         ``head(hidden(x)[rows, cols])`` equals ``logits(x)[rows, cols]`` without the (B, L, V) tensor.
         (A family with no known split returns its logits here, and its head is the identity.)
+        With ``cache`` (``supports_cache`` families): no window runs the whole sequence and fills the
+        cache; ``window=(start, end)`` computes positions start..end-1 only, against the cache
+        elsewhere, and returns their (B, end - start, d) hidden states.
         """
         attn, pos = self._mask_and_positions(attention_mask)
-        return self._shift(self._split().trunk(self._base(), input_ids, attn, pos))
+        split = self._split()
+        if cache is None:
+            return self._shift(split.trunk(self._base(), input_ids, attn, pos))
+        if split.cached_trunk is None:
+            raise ConfigError(f"--cache: the '{self.family}' model has no key-value cache (only dllmrl's native "
+                              "LLaDA and Dream have one); use --cache none")
+        B, L = input_ids.shape
+        if pos is None:
+            pos = torch.arange(L, device=input_ids.device).expand(B, L)
+        if window is None:
+            cache.fill()
+            return self._shift(split.cached_trunk(self._base(), input_ids, attn, pos, cache))
+        start, end = window
+        # Dream's position i is predicted at i - 1: compute one position earlier, then shift.
+        s = start - 1 if self.shift_logits and start > 0 else start
+        cache.window(s, end)
+        raw = split.cached_trunk(self._base(), input_ids[:, s:end], attn, pos[:, s:end], cache)  # (B, end - s, d)
+        return raw[:, :-1] if s < start else self._shift(raw)
+
+    @property
+    def supports_cache(self) -> bool:
+        """Whether ``hidden`` takes a Fast-dLLM key/value cache (dllmrl's native LLaDA and Dream)."""
+        return self._split().cached_trunk is not None
 
     def head(self, hidden: Tensor) -> Tensor:
         """(..., d) hidden states from ``hidden`` -> (..., V) logits.

@@ -18,16 +18,22 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from dllmrl.models.layers import KVCache
+
 Trunk = Callable[[Any, Tensor, "Tensor | None", "Tensor | None"], Tensor]
 """(model, ids (B, L), attention mask or None, position ids or None) -> (B, L, d) final hidden states."""
 Head = Callable[[Any, Tensor], Tensor]
 """(model, (..., d) hidden states) -> (..., V) logits."""
+CachedTrunk = Callable[[Any, Tensor, "Tensor | None", Tensor, KVCache], Tensor]
+"""(model, ids of the positions computed, whole attention mask or None, their positions, cache) -> hidden states."""
 
 
 @dataclass(frozen=True)
 class HeadSplit:
     trunk: Trunk
     head: Head
+    cached_trunk: CachedTrunk | None = None
+    """The trunk with a Fast-dLLM key/value cache (see layers.KVCache); None: the family has none."""
 
 
 def _modernbert_trunk(m, ids, attn, pos):
@@ -54,6 +60,10 @@ def _native_trunk(m, ids, attn, pos):
     return m.hidden_states(ids, attn, pos)[0]
 
 
+def _native_cached_trunk(m, ids, attn, pos, cache):
+    return m.hidden_states(ids, attn, pos, kv_cache=cache)[0]
+
+
 def _native_head(m, h):
     return m.head_logits(h)
 
@@ -72,7 +82,7 @@ HEAD_SPLITS: dict[str, HeadSplit] = {
     "modernbert": HeadSplit(_modernbert_trunk, lambda m, h: m.decoder(m.head(h))),
     "bert": HeadSplit(_bert_trunk, lambda m, h: m.cls(h)),
     "gemma3_text": HeadSplit(_gemma3_trunk, _gemma3_head),
-    "llada": HeadSplit(_native_trunk, _native_head),
-    "dream": HeadSplit(_native_trunk, _native_head),
+    "llada": HeadSplit(_native_trunk, _native_head, _native_cached_trunk),
+    "dream": HeadSplit(_native_trunk, _native_head, _native_cached_trunk),
 }
 """By ``ModelAdapter.family``; families not listed use ``WHOLE``."""

@@ -31,6 +31,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from dllmrl.models.layers import (
+    KVCache,
     RMSNorm,
     apply_rotary,
     attend,
@@ -206,7 +207,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.act = ACT2FN[str(config.activation_type)]
         self.dropout = nn.Dropout(config.residual_dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor,
+                kv: tuple[KVCache, int] | None = None) -> Tensor:
         h = self.attn_norm(x)
         q = split_heads(self.q_proj(h), self.n_heads, self.head_dim)  # (B, H, L, D)
         k = split_heads(self.k_proj(h), self.n_kv_heads, self.head_dim)  # (B, Hkv, L, D)
@@ -216,6 +218,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         cos, sin = cos.to(rot_dtype), sin.to(rot_dtype)
         q = apply_rotary(q.to(rot_dtype), cos, sin).to(v.dtype)
         k = apply_rotary(k.to(rot_dtype), cos, sin).to(v.dtype)
+        if kv is not None:
+            k, v = kv[0].use(kv[1], k, v)
         att = attend(q, k, v, attn_mask, self.attention_dropout if self.training else 0.0)  # (B, L, H * D)
         x = x + self.dropout(self.attn_out(att))
         h = self.ff_norm(x)
@@ -306,10 +310,13 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
         output_hidden_states: bool | None = None,
+        kv_cache: KVCache | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         """The trunk: (B, L) ids -> (B, L, d) final-norm hidden states (and every layer's, when asked).
 
         ``head_logits`` of them is the forward's logits; callers that need only some positions gather first.
+        With ``kv_cache`` in window mode, input_ids are the window's (B, W), attention_mask the whole
+        sequence's (B, L) and position_ids the window's (B, W).
         """
         t = self.model.transformer
         x = t.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)
@@ -321,7 +328,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        return run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states)
+        return run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states, kv_cache)
 
     def head_logits(self, h: Tensor) -> Tensor:
         """(..., d) hidden states -> (..., V) logits: the output layer (and the optional logit scale)."""

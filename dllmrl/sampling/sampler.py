@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dllmrl.config import SamplerConfig
+from dllmrl.errors import ConfigError
+from dllmrl.models.layers import KVCache
 from dllmrl.sampling.keepers import FixedSteps, GreedyKeeper
 from dllmrl.models.base import ModelAdapter
 from dllmrl.sampling.trajectory import StepEvent, Trajectory
@@ -71,16 +73,22 @@ class PolicyHidden:
 
 
 def policy_hidden(
-    model: ModelAdapter, x: Tensor, attention_mask: Tensor, *, cfg_scale: float = 0.0, prompt_mask: Tensor | None = None
+    model: ModelAdapter, x: Tensor, attention_mask: Tensor, *, cfg_scale: float = 0.0, prompt_mask: Tensor | None = None,
+    cache: KVCache | None = None, window: tuple[int, int] | None = None,
 ) -> PolicyHidden:
-    """(B, L) state -> hidden states; ``policy_logits_at`` turns any positions of them into :func:`policy_logits`'s logits."""
+    """(B, L) state -> hidden states; ``policy_logits_at`` turns any positions of them into :func:`policy_logits`'s logits.
+
+    With ``cache``: no window fills it; a window computes only those positions (``ModelAdapter.hidden``).
+    """
+    offset = window[0] if window is not None else 0
     if cfg_scale <= 0:
-        return PolicyHidden(model.hidden(x, attention_mask), None)
+        return PolicyHidden(model.hidden(x, attention_mask, cache=cache, window=window), None, offset=offset)
     if prompt_mask is None:
         raise ValueError("cfg_scale > 0 needs prompt_mask")
     un_x = torch.where(prompt_mask.bool(), torch.full_like(x, model.mask_id), x)
-    cond, un = model.hidden(torch.cat([x, un_x]), torch.cat([attention_mask, attention_mask])).chunk(2)
-    return PolicyHidden(cond, un, cfg_scale)
+    both = model.hidden(torch.cat([x, un_x]), torch.cat([attention_mask, attention_mask]), cache=cache, window=window)
+    cond, un = both.chunk(2)
+    return PolicyHidden(cond, un, cfg_scale, offset)
 
 
 def policy_logits_at(model: ModelAdapter, ph: PolicyHidden, rows: Tensor, cols: Tensor) -> Tensor:
@@ -123,13 +131,26 @@ def entropy_and_logp(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
     return ent, torch.gather(logp, -1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def _make_cache(model: ModelAdapter, cfg: SamplerConfig, guide: object) -> KVCache | None:
+    if cfg.cache == "none":
+        return None
+    if not model.supports_cache:
+        raise ConfigError(f"--cache {cfg.cache}: the '{model.family}' model has no key-value cache (only dllmrl's "
+                          "native LLaDA and Dream have one); use --cache none")
+    if guide is not None:
+        raise ConfigError(f"--cache {cfg.cache} does not combine with reward guidance, which needs every "
+                          "position's logits at each step; use --cache none")
+    return KVCache()
+
+
 LogitsAt = Callable[[Tensor, Tensor], Tensor]
 """(N,) rows, (N,) sequence positions -> (N, V) policy logits there."""
 
 
 def _step_logits(model: ModelAdapter, x: Tensor, attn: Tensor, prompt_mask: Tensor, cfg_scale: float,
-                 guide: Callable[[Tensor, Tensor, Tensor, int], Tensor] | None, prompt_len: int) -> LogitsAt:
-    """One policy evaluation of state x, as a function giving the logits at any positions.
+                 guide: Callable[[Tensor, Tensor, Tensor, int], Tensor] | None, prompt_len: int,
+                 cache: KVCache | None = None, window: tuple[int, int] | None = None) -> LogitsAt:
+    """One policy evaluation of state x, as a function giving the logits at any positions (of the window, if one).
 
     Reward guidance adjusts the logits of the whole generation region, so with a guide the head
     runs everywhere; otherwise only at the positions asked for.
@@ -137,8 +158,16 @@ def _step_logits(model: ModelAdapter, x: Tensor, attn: Tensor, prompt_mask: Tens
     if guide is not None:
         logits = guide(policy_logits(model, x, attn, cfg_scale=cfg_scale, prompt_mask=prompt_mask), x, attn, prompt_len)
         return lambda rows, cols: logits[rows, cols]
-    ph = policy_hidden(model, x, attn, cfg_scale=cfg_scale, prompt_mask=prompt_mask)
+    ph = policy_hidden(model, x, attn, cfg_scale=cfg_scale, prompt_mask=prompt_mask, cache=cache, window=window)
     return lambda rows, cols: policy_logits_at(model, ph, rows, cols)
+
+
+def _cache_window(cfg: SamplerConfig, step_in_block: int, lo: int, hi: int, length: int) -> tuple[int, int] | None:
+    """The positions a cached step computes; None: a full forward that refreshes the cache."""
+    refresh = step_in_block == 0 or (cfg.cache_refresh > 0 and step_in_block % cfg.cache_refresh == 0)
+    if refresh:
+        return None
+    return (lo, hi) if cfg.cache == "dual" else (lo, length)
 
 
 def masked_stats(at: LogitsAt, rows: Tensor, cols: Tensor, temperature: float, want_conf: bool,
@@ -191,6 +220,7 @@ def sample(
     keeper.start(B, G, device)
     eos = torch.tensor(sorted(model.eos_ids), dtype=torch.long, device=device)
     vocab = model.vocab_size
+    cache = _make_cache(model, cfg, guide)
 
     # 1. x = prompt ++ [MASK] * gen_len
     x = torch.cat([prompt_ids, torch.full((B, G), mask_id, dtype=torch.long, device=device)], 1)  # (B, L)
@@ -212,7 +242,8 @@ def sample(
             if not bool(masked.any()):
                 break  # threshold decoding finished this block early
             # 2. One forward over the whole batch (two with CFG); the head comes later, where it is needed.
-            at = _step_logits(model, x, attn, prompt_mask, cfg.cfg_scale, guide, P)
+            window = _cache_window(cfg, i, lo, hi, x.shape[1]) if cache is not None else None
+            at = _step_logits(model, x, attn, prompt_mask, cfg.cfg_scale, guide, P, cache, window)
             nfe += 1
             # 3. Candidates, and 4. their confidence, at the block's still-masked positions only.
             m_rows, m_cols = masked.nonzero(as_tuple=True)  # (N,) each
@@ -258,6 +289,9 @@ def sample(
                 gen = x[:, P:]
                 g_rows, g_cols = ((gen == mask_id) & need.unsqueeze(1)).nonzero(as_tuple=True)
                 greedy = gen.clone()  # (B, G)
+                if window is not None and window[1] < x.shape[1]:  # the dual cache computed the block alone
+                    at = _step_logits(model, x, attn, prompt_mask, cfg.cfg_scale, guide, P)
+                    nfe += 1
                 greedy[g_rows, g_cols] = argmax_at(at, g_rows, g_cols + P, vocab)
             keeper.update(t, step_entropy[:, t], step_non_eos[:, t], greedy)
 
