@@ -91,6 +91,27 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
     return statistics.median(times)
 
 
+def timed_rounds(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
+                 warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds and peak memory (MB) of each function, run round-robin (one of each per round)
+    so that a drifting machine load weighs on a measure and its floor alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    peaks: dict[str, float] = {k: 0.0 for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with PhasePeak(device) as mem:
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], mem.mb)
+    return {k: statistics.median(v) for k, v in times.items()}, peaks
+
+
 def peak_rss_mb() -> float:
     # ru_maxrss is in KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -148,7 +169,7 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
               on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the floors, the sampler and (when given) the training micro-step. Returns a flat dict.
 
-    ``*_peak_mb`` is the peak memory of that phase alone (see PhasePeak); ``peak_rss_mb`` the process's.
+    ``*_peak_mb`` is the peak memory of that measure alone (see PhasePeak); ``peak_rss_mb`` the process's.
     """
     device = model.device
     scfg = SamplerConfig(gen_len=cfg.gen_len, steps=cfg.total_steps, block_len=cfg.block_len)
@@ -167,13 +188,6 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
             model.model(input_ids=x).logits
 
     gen = torch.Generator(device=device)
-    phase("sampler")
-    with PhasePeak(device) as mem:
-        out["sampler_s"] = timed(lambda: sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed)),
-                                 device, cfg.repeats, cfg.warmup)
-    out["sampler_peak_mb"] = mem.mb
-    out["tokens_per_s"] = cfg.batch_size * cfg.gen_len / out["sampler_s"]
-    phase("rollout (training sampler, top-K greedy kept)")
     rollout_cfg = SamplerConfig(gen_len=cfg.gen_len, steps=cfg.total_steps, block_len=cfg.block_len, temperature=0.9)
     traj_holder: list[Trajectory] = []
 
@@ -181,22 +195,23 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
         traj_holder[:] = [sample(model, ids, attn, rollout_cfg, generator=gen.manual_seed(cfg.seed),
                                  greedy_at=TopEntropySteps(cfg.k_steps))]
 
-    with PhasePeak(device) as mem:
-        out["rollout_s"] = timed(rollout, device, cfg.repeats, cfg.warmup)
-    out["rollout_peak_mb"] = mem.mb
+    phase("sampler, rollout and their forward floor, round-robin")
+    secs, peaks = timed_rounds({
+        "sampler": lambda: sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed)),
+        "rollout": rollout,
+        "floor": floor,
+    }, device, cfg.repeats, cfg.warmup)
+    for name in ("sampler", "rollout", "floor"):
+        out[f"{name}_s"], out[f"{name}_peak_mb"] = secs[name], peaks[name]
+    out["tokens_per_s"] = cfg.batch_size * cfg.gen_len / out["sampler_s"]
+    out["sampler_floor_ratio"] = out["sampler_s"] / out["floor_s"]
+    out["rollout_floor_ratio"] = out["rollout_s"] / out["floor_s"]
     traj = traj_holder[0]
     out["trajectory_bytes_per_seq"] = trajectory_bytes(traj) // cfg.batch_size
     if train_step is not None:
         _time_train_step(model, cfg, traj, train_step, phase, out)
     if (cfg.caches, cfg.decodes) != (("none",), ("fixed",)):  # that one setting is the sampler and rollout above
         out["settings"] = _time_settings(model, cfg, ids, attn, phase)
-    # The floors last: their (B, L, V) logits would otherwise set the peaks above.
-    phase("forward floor")
-    with PhasePeak(device) as mem:
-        out["floor_s"] = timed(floor, device, cfg.repeats, cfg.warmup)
-    out["floor_peak_mb"] = mem.mb
-    out["sampler_floor_ratio"] = out["sampler_s"] / out["floor_s"]
-    out["rollout_floor_ratio"] = out["rollout_s"] / out["floor_s"]
     out["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
         out["cuda_peak_mb"] = max(out[k] for k in out if k.endswith("_peak_mb"))
@@ -208,17 +223,14 @@ def _time_train_step(model: ModelAdapter, cfg: BenchConfig, traj: Trajectory, tr
     device = model.device
     steps = traj.greedy_steps[:, 0].clamp(min=0)  # one selected step per row (k = 0)
     states = traj.state_before(steps, model.mask_id)
-    phase("training micro-step, batched")
-    with PhasePeak(device) as mem:
-        out["train_batched_s"] = timed(lambda: train_step.batched(model, traj, steps), device, cfg.repeats, cfg.warmup)
-    out["train_peak_mb"] = mem.mb
-    phase("training micro-step, one sample at a time")
-    out["train_per_sample_s"] = timed(lambda: train_step.per_sample(model, traj, steps), device, cfg.repeats, cfg.warmup)
-    phase("training micro-step floor")
-    with PhasePeak(device) as mem:
-        out["train_floor_s"] = timed(lambda: train_step.floor(model, states, traj.attention_mask), device,
-                                     cfg.repeats, cfg.warmup)
-    out["train_floor_peak_mb"] = mem.mb
+    phase("training micro-step: batched, per sample and its floor, round-robin")
+    secs, peaks = timed_rounds({
+        "train_batched": lambda: train_step.batched(model, traj, steps),
+        "train_per_sample": lambda: train_step.per_sample(model, traj, steps),
+        "train_floor": lambda: train_step.floor(model, states, traj.attention_mask),
+    }, device, cfg.repeats, cfg.warmup)
+    for name in secs:
+        out[f"{name}_s"], out[f"{name}_peak_mb"] = secs[name], peaks[name]
     out["train_floor_ratio"] = out["train_batched_s"] / out["train_floor_s"]
     out["train_batched_speedup"] = out["train_per_sample_s"] / out["train_batched_s"]
     model.model.zero_grad(set_to_none=True)

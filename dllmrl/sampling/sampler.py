@@ -2,9 +2,13 @@
 
     traj = sample(adapter, prompt_ids, attention_mask, SamplerConfig(gen_len=64, steps=32))
 
-The specification is DESIGN.md "The sampler"; the numbered comments below follow it.
-Everything is vectorised over the batch; the per-step work beyond the forward pass is
-limited to the current block (Gumbel noise, softmax, top-k) and a (B, block, V) slice.
+The numbered comments below follow the sampler's specification. Everything is vectorised over
+the batch. The forward stops before the LM head: the head runs only at the current block's
+still-masked positions (and, at the steps whose one-shot greedy completion is kept, at every
+masked position of the rows that keep it), in chunks of rows, so no (B, L, V) tensor exists;
+the per-position float64 work (Gumbel noise, softmax, confidence) is chunked the same way.
+With ``--cache prefix|dual`` (native LLaDA and Dream) a block's later steps compute only a
+window of positions against Fast-dLLM's key/value cache, refreshed at every block start.
 """
 
 from __future__ import annotations
