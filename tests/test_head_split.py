@@ -136,3 +136,31 @@ def test_sft_forward_equals_sft_loss_on_the_full_logits(adapter):
     want = sft_loss(adapter.logits(noisy, attn), ids, masked, t, comp.sum(1))
     assert int(got.masked) == int(want.masked) > 0
     assert torch.allclose(got.loss, want.loss, atol=1e-6, rtol=1e-6) and torch.equal(got.acc, want.acc)
+
+
+def _tiny_transformers_adapter(family: str) -> ModelAdapter:
+    from transformers import BertConfig, BertForMaskedLM, Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    if family == "bert":
+        model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                           intermediate_size=32, max_position_embeddings=64))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=8, max_position_embeddings=64, use_bidirectional_attention=True,
+            final_logit_softcapping=5.0, layer_types=["full_attention"] * 2, sliding_window=16))
+    return ModelAdapter(model=model.eval(), tokenizer=None, mask_id=3, family=family)
+
+
+@pytest.mark.parametrize("family", ["bert", "gemma3_text"])
+def test_transformers_families_split_into_the_same_logits(family):
+    a = _tiny_transformers_adapter(family)
+    ids = torch.randint(5, 50, (2, 9), generator=torch.Generator().manual_seed(0))
+    attn = torch.ones_like(ids)
+    attn[0, :3] = 0
+    with torch.no_grad():
+        full, h = a.logits(ids, attn), a.hidden(ids, attn)
+    assert h.shape[-1] == 16  # really the hidden states, not the logits
+    r, c = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([4, 8, 0, 5, 6])
+    assert torch.allclose(a.head(h[r, c]), full[r, c], atol=1e-6)
