@@ -113,6 +113,7 @@ def train_command(
     decode: DecodeOpt = "fixed",
     threshold: ThresholdOpt = 0.9,
     cache: Annotated[Optional[str], typer.Option("--cache", hidden=True)] = None,
+    cache_refresh: Annotated[Optional[int], typer.Option("--cache-refresh", hidden=True)] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -122,8 +123,9 @@ def train_command(
     from dllmrl.config import ModelConfig, config_dict
     from dllmrl.errors import ConfigError
 
-    if cache is not None:  # accepted only to refuse it clearly
-        raise ConfigError(f"--cache {cache} is for sample and eval only: training scores the exact states its "
+    if cache is not None or cache_refresh is not None:  # accepted only to refuse them clearly
+        flag = f"--cache {cache}" if cache is not None else "--cache-refresh"
+        raise ConfigError(f"{flag} is for sample and eval only: training scores the exact states its "
                           "rollouts visited, which a cached (approximate) rollout does not; drop --cache")
     from dllmrl.training.train_config import TrainConfig
     from dllmrl.training.trainer import TrainingInterrupted, resolve_train_config, train, training_sampler_config
