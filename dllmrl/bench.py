@@ -2,6 +2,7 @@
 
     dllmrl bench --model checkpoints/tiny-sudoku --batch-size 8 --gen-len 256
     dllmrl bench --tiny-vocab 32000 --json      # a random tiny model with that vocabulary
+    dllmrl bench --shape llada-8b --device cuda --cache none --cache dual --decode fixed --decode threshold
 
 Floors are plain model calls at the same shape with no sampling or loss logic. Timings are
 medians over ``repeats`` after ``warmup`` runs, synchronised on CUDA.
@@ -46,6 +47,63 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
     return statistics.median(times)
 
 
+def timed_rounds(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
+                 warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds and peak memory (MB) of each function, run round-robin (one of each per round)
+    so that a drifting machine load weighs on a measure and its floor alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    peaks: dict[str, float] = {k: 0.0 for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with PhasePeak(device) as mem:
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], mem.mb)
+    return {k: statistics.median(v) for k, v in times.items()}, peaks
+
+
+class PhasePeak:
+    """Peak memory of one phase: CUDA's allocator peak, or on CPU the resident-set high-water mark
+    (Linux lets a process reset it by writing 5 to /proc/self/clear_refs; elsewhere it is the process's peak)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> "PhasePeak":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.mb = _vm_hwm_mb()
+
+
+def _vm_hwm_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
 def trajectory_bytes(traj: Trajectory) -> int:
     return sum(v.numel() * v.element_size() for v in traj.__dict__.values() if isinstance(v, Tensor))
 
@@ -60,7 +118,10 @@ def random_prompts(model: ModelAdapter, cfg: BenchConfig, device: torch.device) 
 
 def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFns | None" = None,
               on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure the floors, the sampler and (when given) the training micro-step. Returns a flat dict."""
+    """Measure the floors, the sampler and (when given) the training micro-step. Returns a flat dict.
+
+    ``*_peak_mb`` is the peak memory of that measure alone (see PhasePeak); ``peak_rss_mb`` the process's.
+    """
     device = model.device
     scfg = SamplerConfig(gen_len=cfg.gen_len, steps=cfg.total_steps, block_len=cfg.block_len)
     ids, attn = random_prompts(model, cfg, device)
@@ -71,23 +132,13 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
                            "vocab_size": model.vocab_size, "batch_size": cfg.batch_size,
                            "prompt_len": cfg.prompt_len, "gen_len": cfg.gen_len, "steps": cfg.total_steps,
                            "k_steps": cfg.k_steps, "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
     @torch.no_grad()
     def floor() -> None:
         for _ in range(cfg.total_steps):
             model.model(input_ids=x).logits
 
-    phase("forward floor")
-    out["floor_s"] = timed(floor, device, cfg.repeats, cfg.warmup)
-    phase("sampler")
     gen = torch.Generator(device=device)
-    out["sampler_s"] = timed(lambda: sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed)),
-                             device, cfg.repeats, cfg.warmup)
-    out["sampler_floor_ratio"] = out["sampler_s"] / out["floor_s"]
-    out["tokens_per_s"] = cfg.batch_size * cfg.gen_len / out["sampler_s"]
-    phase("rollout (training sampler, top-K greedy kept)")
     rollout_cfg = SamplerConfig(gen_len=cfg.gen_len, steps=cfg.total_steps, block_len=cfg.block_len, temperature=0.9)
     traj_holder: list[Trajectory] = []
 
@@ -95,27 +146,76 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
         traj_holder[:] = [sample(model, ids, attn, rollout_cfg, generator=gen.manual_seed(cfg.seed),
                                  greedy_at=TopEntropySteps(cfg.k_steps))]
 
-    out["rollout_s"] = timed(rollout, device, cfg.repeats, cfg.warmup)
+    phase("sampler, rollout and their forward floor, round-robin")
+    secs, peaks = timed_rounds({
+        "sampler": lambda: sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed)),
+        "rollout": rollout,
+        "floor": floor,
+    }, device, cfg.repeats, cfg.warmup)
+    for name in ("sampler", "rollout", "floor"):
+        out[f"{name}_s"], out[f"{name}_peak_mb"] = secs[name], peaks[name]
+    out["tokens_per_s"] = cfg.batch_size * cfg.gen_len / out["sampler_s"]
+    out["sampler_floor_ratio"] = out["sampler_s"] / out["floor_s"]
     out["rollout_floor_ratio"] = out["rollout_s"] / out["floor_s"]
     traj = traj_holder[0]
     out["trajectory_bytes_per_seq"] = trajectory_bytes(traj) // cfg.batch_size
-
     if train_step is not None:
-        steps = traj.greedy_steps[:, 0].clamp(min=0)  # one selected step per row (k = 0)
-        states = traj.state_before(steps, model.mask_id)
-        phase("training micro-step floor")
-        out["train_floor_s"] = timed(lambda: train_step.floor(model, states, traj.attention_mask), device, cfg.repeats, cfg.warmup)
-        phase("training micro-step, batched")
-        out["train_batched_s"] = timed(lambda: train_step.batched(model, traj, steps), device, cfg.repeats, cfg.warmup)
-        phase("training micro-step, one sample at a time")
-        out["train_per_sample_s"] = timed(lambda: train_step.per_sample(model, traj, steps), device, cfg.repeats, cfg.warmup)
-        out["train_floor_ratio"] = out["train_batched_s"] / out["train_floor_s"]
-        out["train_batched_speedup"] = out["train_per_sample_s"] / out["train_batched_s"]
-        model.model.zero_grad(set_to_none=True)
+        _time_train_step(model, cfg, traj, train_step, phase, out)
+    if (cfg.caches, cfg.decodes) != (("none",), ("fixed",)):  # that one setting is the sampler and rollout above
+        out["settings"] = _time_settings(model, cfg, ids, attn, phase)
     out["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
-        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        out["cuda_peak_mb"] = max(out[k] for k in out if k.endswith("_peak_mb"))
     return out
+
+
+def _time_train_step(model: ModelAdapter, cfg: BenchConfig, traj: Trajectory, train_step: "TrainStepFns",
+                     phase: Callable[[str], None], out: dict[str, Any]) -> None:
+    device = model.device
+    steps = traj.greedy_steps[:, 0].clamp(min=0)  # one selected step per row (k = 0)
+    states = traj.state_before(steps, model.mask_id)
+    phase("training micro-step: batched, per sample and its floor, round-robin")
+    secs, peaks = timed_rounds({
+        "train_batched": lambda: train_step.batched(model, traj, steps),
+        "train_per_sample": lambda: train_step.per_sample(model, traj, steps),
+        "train_floor": lambda: train_step.floor(model, states, traj.attention_mask),
+    }, device, cfg.repeats, cfg.warmup)
+    for name in secs:
+        out[f"{name}_s"], out[f"{name}_peak_mb"] = secs[name], peaks[name]
+    out["train_floor_ratio"] = out["train_batched_s"] / out["train_floor_s"]
+    out["train_batched_speedup"] = out["train_per_sample_s"] / out["train_batched_s"]
+    model.model.zero_grad(set_to_none=True)
+
+
+def _time_settings(model: ModelAdapter, cfg: BenchConfig, ids: Tensor, attn: Tensor,
+                   phase: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Eval (temperature 0) and rollout (0.9) generated tokens per second under each --cache x --decode."""
+    device = model.device
+    gen = torch.Generator(device=device)
+    rows = []
+    for cache in cfg.caches:
+        for decode in cfg.decodes:
+            if cache != "none" and not model.supports_cache:
+                log.warning("--cache %s: the '%s' model has no key-value cache; skipped", cache, model.family)
+                continue
+            row: dict[str, Any] = {"cache": cache, "decode": decode}
+            for name, temperature in (("eval", 0.0), ("rollout", 0.9)):
+                phase(f"{name} sampler, --cache {cache} --decode {decode}")
+                scfg = SamplerConfig(gen_len=cfg.gen_len, steps=cfg.total_steps, block_len=cfg.block_len,
+                                     temperature=temperature, decode=decode, threshold=cfg.threshold, cache=cache)
+                nfe: list[int] = []
+
+                keep = TopEntropySteps(cfg.k_steps) if temperature > 0 else ()
+
+                def run() -> None:
+                    nfe[:] = [sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed), greedy_at=keep).nfe]
+
+                with PhasePeak(device) as mem:
+                    secs = timed(run, device, cfg.repeats, cfg.warmup)
+                row.update({f"{name}_s": secs, f"{name}_tokens_per_s": cfg.batch_size * cfg.gen_len / secs,
+                            f"{name}_nfe": nfe[0], f"{name}_peak_mb": mem.mb})
+            rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dllmrl.errors import ConfigError
 
 REMASKING = ("low_confidence", "random")
 DECODING = ("fixed", "threshold")
+CACHES = ("none", "prefix", "dual")
 
 
 def default_steps(gen_len: int) -> int:
@@ -70,6 +71,14 @@ class SamplerConfig:
     confidence reaches --threshold, and end a block early (Fast-dLLM style)."""
     threshold: float = 0.9
     """Confidence threshold for --decode threshold (>= 0; above 1 it never fires: the fixed schedule)."""
+    cache: str = "none"
+    """Fast-dLLM key/value cache (native LLaDA and Dream; sample and eval only): 'none'; 'prefix'
+    (each block starts with a full forward that stores every position's keys/values; the block's
+    later steps compute the block and what follows it, reusing the prefix's); 'dual' (the later
+    steps compute the block alone, reusing the prefix's and the suffix's). Approximate: the cached
+    keys/values are those of the block's first step."""
+    cache_refresh: int = 0
+    """With --cache: also refresh the cache every this many steps inside a block (0: only at block starts)."""
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -103,6 +112,10 @@ class SamplerConfig:
             raise ConfigError(f"--remasking must be one of {', '.join(REMASKING)}, got '{self.remasking}'")
         if self.decode not in DECODING:
             raise ConfigError(f"--decode must be one of {', '.join(DECODING)}, got '{self.decode}'")
+        if self.cache not in CACHES:
+            raise ConfigError(f"--cache must be one of {', '.join(CACHES)}, got '{self.cache}'")
+        if self.cache_refresh < 0:
+            raise ConfigError(f"--cache-refresh must be >= 0, got {self.cache_refresh}")
         if self.threshold < 0:  # above 1 is allowed: it never triggers, which is the fixed schedule
             raise ConfigError(f"--threshold is a confidence and must be >= 0, got {self.threshold}")
 
@@ -234,8 +247,19 @@ class BenchConfig:
     """Untimed runs first."""
     seed: int = 0
     """Seed for prompts and sampling."""
+    caches: tuple[str, ...] = ("none",)
+    """Key/value cache settings to time the eval sampler and the rollout under (--cache, repeatable)."""
+    decodes: tuple[str, ...] = ("fixed",)
+    """Decoding rules to time them under (--decode, repeatable)."""
+    threshold: float = 0.9
+    """Confidence threshold for --decode threshold."""
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        for c in self.caches:
+            SamplerConfig(cache=c)  # an unknown name fails here, naming the flag
+        for d in self.decodes:
+            SamplerConfig(decode=d)
         for name in ("batch_size", "prompt_len", "gen_len", "block_len", "k_steps", "repeats"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

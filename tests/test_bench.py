@@ -60,3 +60,31 @@ def test_batched_and_per_sample_micro_steps_give_the_same_gradients(tiny):
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_bench_shape_builds_the_published_architecture_small_and_times_each_setting():
+    r = CliRunner().invoke(app, ["bench", "--shape", "llada-8b", "--layers", "2", "--hidden", "64", "--heads", "4",
+                                 "--batch-size", "2", "--prompt-len", "8", "--gen-len", "16", "--steps", "8",
+                                 "--block-len", "8", "--k-steps", "2", "--repeats", "1", "--warmup", "0",
+                                 "--cache", "none", "--cache", "dual", "--decode", "fixed", "--decode", "threshold",
+                                 "--no-train", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["vocab_size"] == 126464 and res["model"] == "random-llada-8b"
+    assert [(s["cache"], s["decode"]) for s in res["settings"]] == [
+        ("none", "fixed"), ("none", "threshold"), ("dual", "fixed"), ("dual", "threshold")]
+    for s in res["settings"]:
+        assert s["eval_tokens_per_s"] > 0 and s["rollout_tokens_per_s"] > 0 and 0 < s["eval_nfe"] <= 8
+    for key in ("sampler_peak_mb", "rollout_peak_mb", "floor_peak_mb"):
+        assert res[key] > 0, key
+
+
+def test_shapes_restate_the_published_configs():
+    from dllmrl.models.shapes import shape_config
+
+    _, llada = shape_config("llada-8b")
+    assert (llada.d_model, llada.n_layers, llada.n_heads, llada.mlp_hidden_size, llada.vocab_size, llada.mask_token_id) == (
+        4096, 32, 32, 12288, 126464, 126336)
+    _, dream = shape_config("dream-7b", layers=3)
+    assert (dream.hidden_size, dream.num_hidden_layers, dream.num_attention_heads, dream.num_key_value_heads,
+            dream.intermediate_size, dream.vocab_size) == (3584, 3, 28, 4, 18944, 152064)

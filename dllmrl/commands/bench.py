@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -17,11 +17,17 @@ EPILOG = """Examples:
   dllmrl bench --tiny-vocab 32000 --json
 
   dllmrl bench --model GSAI-ML/LLaDA-8B-Instruct --batch-size 4 --gen-len 256 --device cuda
+
+  dllmrl bench --shape llada-8b --device cuda --cache none --cache dual --decode fixed --decode threshold
 """
 
 
 @config_options("bench", BenchConfig, ModelConfig, exclude={"adapter", "adapter_subfolder"})
 def bench_command(
+    shape: Annotated[Optional[str], typer.Option("--shape", help="Time a published architecture with random weights instead of --model: llada-8b or dream-7b (no download).")] = None,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="With --shape: keep only this many layers.")] = None,
+    hidden: Annotated[Optional[int], typer.Option("--hidden", help="With --shape: shrink the hidden size (MLP scaled alike; for a CPU smoke test).")] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", help="With --shape and --hidden: attention heads.")] = None,
     tiny_vocab: Annotated[Optional[int], typer.Option("--tiny-vocab", help="Time a random tiny ModernBERT with this vocabulary instead of --model (e.g. 100 vs 32000 shows trajectory memory does not depend on it).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Skip the training micro-step.")] = False,
@@ -40,7 +46,13 @@ def bench_command(
 
     if threads:
         torch.set_num_threads(threads)
-    if tiny_vocab:
+    if shape:
+        from dllmrl.models.shapes import random_shape_adapter
+
+        dev = resolve_device(mcfg.device)
+        adapter = random_shape_adapter(shape, layers=layers, hidden=hidden, heads=heads, device=dev,
+                                       dtype=resolve_dtype(mcfg.dtype, dev), seed=cfg.seed)
+    elif tiny_vocab:
         adapter = random_tiny_adapter(tiny_vocab, max_len=prompt_len + gen_len)
         dev = resolve_device(mcfg.device)
         adapter.model.to(dev, resolve_dtype(mcfg.dtype, dev))
@@ -68,9 +80,13 @@ def bench_command(
             ("train micro-step, per sample", f"{res['train_per_sample_s'] * 1000:.1f} ms",
              f"batched is {res['train_batched_speedup']:.2f}x faster"),
         ]
-    rows.append(("peak RSS", f"{res['peak_rss_mb']:.0f} MB", ""))
-    if "cuda_peak_mb" in res:
-        rows.append(("CUDA peak allocated", f"{res['cuda_peak_mb']:.0f} MB", ""))
+    for row in res.get("settings", []):
+        for name in ("eval", "rollout"):
+            rows.append((f"{name}, --cache {row['cache']} --decode {row['decode']}",
+                         f"{row[name + '_tokens_per_s']:.0f} tok/s", f"{row[name + '_nfe']} forwards"))
+    peaks = [k for k in res if k.endswith("_peak_mb")]
+    rows += [(f"peak memory: {k[:-8].replace('_', ' ')}", f"{res[k]:.0f} MB", "") for k in peaks]
+    rows.append(("peak RSS (process)", f"{res['peak_rss_mb']:.0f} MB", ""))
     title = (f"{res['model']} on {res['device']} ({res['dtype']}, {res['threads']} threads): batch {batch_size}, "
              f"prompt {prompt_len}, gen {gen_len}, steps {res['steps']}, K {k_steps}")
     Console().print(table(title, ["measure", "value", "ratio"], rows))

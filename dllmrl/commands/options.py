@@ -61,6 +61,9 @@ SPECS: dict[str, Spec] = {
     "chat": Spec(("--chat/--raw",)),
     "reward_weights": Spec(("--reward-weight",), List[str], parse_reward_weights),
     "gen_lens": Spec(("--gen-len",), str, parse_gen_lens, param="gen_len"),
+    # bench times several settings: one --cache / --decode per setting, as sample and eval spell them
+    "caches": Spec(("--cache",), List[str], tuple),
+    "decodes": Spec(("--decode",), List[str], tuple),
 }
 
 

@@ -53,6 +53,7 @@ def train_command(
     cfg = opts.build(TrainConfig, reward_weights=opts["reward_weights"] or ())
     mcfg = opts.build(ModelConfig)
     scfg = training_sampler_config(mcfg.model, **opts.build(SamplerConfig).__dict__)
+    check_no_cache(scfg)
     check_k_steps(cfg, scfg)
     task, model = cfg.task, mcfg.model
     main = _is_rank0()
@@ -101,6 +102,16 @@ def check_k_steps(cfg: TrainConfig, scfg: SamplerConfig) -> None:
     if get_method(cfg.method).selects_steps and cfg.k_steps > scfg.steps:
         raise ConfigError(f"--k-steps {cfg.k_steps} is more than --steps {scfg.steps}: a rollout has only "
                           f"{scfg.steps} steps to select from; pick --k-steps <= {scfg.steps}")
+
+
+def check_no_cache(scfg: SamplerConfig) -> None:
+    """Training scores the exact states its rollouts visited; a cached (approximate) rollout has other ones."""
+    from dllmrl.errors import ConfigError
+
+    if scfg.cache != "none" or scfg.cache_refresh:
+        flag = f"--cache {scfg.cache}" if scfg.cache != "none" else "--cache-refresh"
+        raise ConfigError(f"{flag} is for sample and eval only: training scores the exact states its rollouts "
+                          "visited, which a cached (approximate) rollout does not; drop it")
 
 
 def _is_rank0() -> bool:

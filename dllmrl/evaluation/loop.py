@@ -68,6 +68,8 @@ class EvalConfig:
     """'fixed' step schedule or 'threshold' (Fast-dLLM style early reveal)."""
     threshold: float = 0.9
     """Confidence threshold for --decode threshold."""
+    cache: str = "none"
+    """Fast-dLLM key/value cache for native LLaDA and Dream: 'none', 'prefix' or 'dual' (see SamplerConfig.cache)."""
     prompt_style: str = "eval"
     """The pack's prompt format: 'eval' (published protocol), 'train' or 'compact' (tiny models)."""
     raw: bool = False
@@ -100,7 +102,7 @@ class EvalConfig:
         return SamplerConfig(
             gen_len=gen_len, steps=self.steps,
             block_len=self.block_len, temperature=self.temperature, cfg_scale=self.cfg_scale,
-            remasking=self.remasking, decode=self.decode, threshold=self.threshold,
+            remasking=self.remasking, decode=self.decode, threshold=self.threshold, cache=self.cache,
         )
 
 

@@ -28,6 +28,7 @@ def settings_for(cfg: Any, scfg: SamplerConfig, model: Mapping[str, Any], task_v
             "gen_len": scfg.gen_len, "steps": scfg.steps, "block_len": scfg.block_len, "temperature": scfg.temperature,
             "remasking": scfg.remasking, "cfg_scale": scfg.cfg_scale, "decode": scfg.decode,
             "threshold": scfg.threshold if scfg.decode == "threshold" else None,
+            **({"cache": scfg.cache} if scfg.cache != "none" else {}),  # absent when off: older records still match
             "seed": cfg.seed if scfg.temperature > 0 or scfg.remasking == "random" else None}
 
 

@@ -6,8 +6,8 @@ EGSPO step 5: the action at denoising step t is the set of tokens revealed there
 
 ``microstep_logp`` does this for one selected step per sequence, for the whole batch in ONE
 forward: each row's state x_t is rebuilt from the trajectory (rows sit at different steps), and
-the log-softmax is taken only at the revealed positions, never over every position and the whole
-vocabulary. ``microstep_logp_per_sample`` is the same computation one row at a time (the
+the LM head and the log-softmax are applied only at the revealed positions, never over every
+position and the whole vocabulary. ``microstep_logp_per_sample`` is the same computation one row at a time (the
 reference's loop), kept for tests and ``dllmrl bench``.
 
 ``completion_token_logp`` is diffu-GRPO's: the completion fully masked, prompt tokens masked at
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dllmrl.models.base import ModelAdapter
-from dllmrl.sampling.sampler import policy_logits
+from dllmrl.sampling.sampler import policy_hidden, policy_logits_at
 from dllmrl.sampling.trajectory import Trajectory
 from dllmrl.methods.losses import exact_kl
 
@@ -52,10 +52,11 @@ def _step_logp(model: ModelAdapter, tokens: Tensor, unmask_step: Tensor, attn: T
     steps = steps.to(tokens.device).view(-1, 1)  # (B, 1); -1 = no step in this slot
     x = torch.where(unmask_step < steps, tokens, torch.full_like(tokens, model.mask_id))  # (B, L) state before the step
     prompt_mask = (torch.arange(L, device=tokens.device) < prompt_len).unsqueeze(0) & attn.bool()
-    logits = policy_logits(model, x, attn, cfg_scale=cfg_scale, prompt_mask=prompt_mask)  # (B, L, V)
+    ph = policy_hidden(model, x, attn, cfg_scale=cfg_scale, prompt_mask=prompt_mask)  # (B, L, d): no head yet
     revealed = (unmask_step == steps) & (steps >= 0)  # (B, L)
     rows, cols = revealed.nonzero(as_tuple=True)  # (N,) each
-    logprobs = F.log_softmax(logits[rows, cols].float(), dim=-1)  # (N, V): revealed positions only
+    # The head only at the revealed positions: never a (B, L, V) tensor.
+    logprobs = F.log_softmax(policy_logits_at(model, ph, rows, cols).float(), dim=-1)  # (N, V)
     tok = torch.gather(logprobs, 1, tokens[rows, cols].unsqueeze(1)).squeeze(1)  # (N,)
     total = torch.zeros(B, device=tokens.device, dtype=tok.dtype).index_add(0, rows, tok)  # (B,)
     count = torch.zeros(B, device=tokens.device, dtype=tok.dtype).index_add(0, rows, torch.ones_like(tok))
@@ -100,8 +101,11 @@ def completion_token_logp(model: ModelAdapter, traj: Trajectory, drop: Tensor, *
     """(B, G) log p of each completion token from one forward of :func:`masked_prompt_state`;
     with ``full`` also the (B, G, V) log-probabilities (for the exact KL)."""
     x = masked_prompt_state(traj, drop, model.mask_id)
-    logits = policy_logits(model, x, traj.attention_mask, cfg_scale=cfg_scale, prompt_mask=prompt_positions(traj))
-    comp = logits[:, traj.prompt_len:].float()  # (B, G, V)
+    ph = policy_hidden(model, x, traj.attention_mask, cfg_scale=cfg_scale, prompt_mask=prompt_positions(traj))
+    B, G = traj.completion_ids.shape
+    rows = torch.arange(B, device=x.device).repeat_interleave(G)
+    cols = torch.arange(traj.prompt_len, traj.prompt_len + G, device=x.device).repeat(B)
+    comp = policy_logits_at(model, ph, rows, cols).float().view(B, G, -1)  # (B, G, V): completion positions only
     target = traj.completion_ids  # (B, G)
     tok = -F.cross_entropy(comp.flatten(0, 1), target.flatten(), reduction="none").view(target.shape)
     return tok, (F.log_softmax(comp, -1) if full else None)

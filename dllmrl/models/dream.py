@@ -33,6 +33,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from dllmrl.errors import ModelLoadError
 from dllmrl.models.layers import (
+    KVCache,
     RMSNorm,
     apply_rotary,
     attend,
@@ -143,11 +144,14 @@ class DreamAttention(nn.Module):
         self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor,
+                kv: tuple[KVCache, int] | None = None) -> Tensor:
         q = split_heads(self.q_proj(x), self.n_heads, self.head_dim)  # (B, H, L, D)
         k = split_heads(self.k_proj(x), self.n_kv_heads, self.head_dim)  # (B, Hkv, L, D)
         v = split_heads(self.v_proj(x), self.n_kv_heads, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if kv is not None:
+            k, v = kv[0].use(kv[1], k, v)
         att = attend(q, k, v, attn_mask, self.attention_dropout if self.training else 0.0)  # (B, L, H * D)
         return self.o_proj(att)
 
@@ -172,8 +176,9 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = DreamMLP(config)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), attn_mask, cos, sin)
+    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor,
+                kv: tuple[KVCache, int] | None = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), attn_mask, cos, sin, kv)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -248,16 +253,35 @@ class DreamModel(DreamPreTrainedModel):
             )
         if use_cache or past_key_values is not None:
             raise ValueError("Dream attends both ways here; there is no key-value cache")
+        x, hidden = self.hidden_states(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states)
+        out = MaskedLMOutput(logits=self.head_logits(x), hidden_states=hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+    def hidden_states(
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | str | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The trunk: (B, L) ids -> (B, L, d) final-norm hidden states (unshifted: position i predicts i+1).
+
+        With ``kv_cache`` in window mode, input_ids are the window's (B, W), attention_mask the whole
+        sequence's (B, L) and position_ids the window's (B, W).
+        """
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)
         B, L = x.shape[:2]
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        x, hidden = run_layers(self.model.layers, self.model.norm, x, mask, cos, sin, output_hidden_states)
-        out = MaskedLMOutput(logits=self.lm_head(x), hidden_states=hidden)
-        return out if return_dict is not False else out.to_tuple()
+        return run_layers(self.model.layers, self.model.norm, x, mask, cos, sin, output_hidden_states, kv_cache)
 
+    def head_logits(self, h: Tensor) -> Tensor:
+        """(..., d) hidden states -> (..., V) logits."""
+        return self.lm_head(h)
 
 AutoConfig.register(DreamConfig.model_type, DreamConfig, exist_ok=True)
 AutoModel.register(DreamConfig, DreamModel, exist_ok=True)

@@ -92,6 +92,40 @@ def positions_from_mask(attention_mask: Tensor | str | None, batch: int, length:
     return torch.arange(length, device=device).unsqueeze(0).expand(batch, length)
 
 
+class KVCache:
+    """Every layer's keys and values from one full forward: Fast-dLLM's block cache.
+
+    ``fill()`` before a full forward makes each layer store its (rotated) keys and values for the
+    whole sequence. ``window(start, end)`` before a forward of positions start..end-1 only makes
+    each layer attend to its fresh keys/values there and to the stored ones everywhere else: the
+    prefix before the block, and (dual cache) the suffix after it. Padded keys stay excluded by the
+    attention mask over the whole sequence, and rotary positions are those of the whole sequence.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self.filling = False
+        self.start, self.end = 0, 0
+
+    def fill(self) -> None:
+        self.keys, self.values, self.filling = [], [], True
+
+    def window(self, start: int, end: int) -> None:
+        if not self.keys:
+            raise ValueError("KVCache.window before any fill(): run a full forward first")
+        self.filling, self.start, self.end = False, start, end
+
+    def use(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """This layer's fresh (B, Hkv, W, D) keys/values -> the (B, Hkv, L, D) ones to attend to."""
+        if self.filling:
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v
+        ck, cv, s, e = self.keys[layer], self.values[layer], self.start, self.end
+        return torch.cat([ck[:, :, :s], k, ck[:, :, e:]], 2), torch.cat([cv[:, :, :s], v, cv[:, :, e:]], 2)
+
+
 def split_heads(x: Tensor, n_heads: int, head_dim: int) -> Tensor:
     """(B, L, n_heads * head_dim) -> (B, n_heads, L, head_dim)."""
     B, L, _ = x.shape
@@ -125,16 +159,20 @@ def run_layers(
     cos: Tensor,
     sin: Tensor,
     output_hidden_states: bool | None,
+    kv_cache: KVCache | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
     """Every layer, then the final norm: (normed hidden states, all hidden states or None).
 
     The hidden states collected are each layer's input and the final norm's output, as transformers does.
     """
     hidden: list[Tensor] = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         if output_hidden_states:
             hidden.append(x)
-        x = layer(x, attn_mask, cos, sin)  # hidden states positional: needed by gradient checkpointing
+        if kv_cache is None:
+            x = layer(x, attn_mask, cos, sin)  # hidden states positional: needed by gradient checkpointing
+        else:
+            x = layer(x, attn_mask, cos, sin, (kv_cache, i))
     x = norm(x)
     if output_hidden_states:
         hidden.append(x)

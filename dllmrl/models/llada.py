@@ -31,6 +31,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from dllmrl.models.layers import (
+    KVCache,
     RMSNorm,
     apply_rotary,
     attend,
@@ -205,7 +206,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.act = ACT2FN[str(config.activation_type)]
         self.dropout = nn.Dropout(config.residual_dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None, cos: Tensor, sin: Tensor,
+                kv: tuple[KVCache, int] | None = None) -> Tensor:
         h = self.attn_norm(x)
         q = split_heads(self.q_proj(h), self.n_heads, self.head_dim)  # (B, H, L, D)
         k = split_heads(self.k_proj(h), self.n_kv_heads, self.head_dim)  # (B, Hkv, L, D)
@@ -215,6 +217,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         cos, sin = cos.to(rot_dtype), sin.to(rot_dtype)
         q = apply_rotary(q.to(rot_dtype), cos, sin).to(v.dtype)
         k = apply_rotary(k.to(rot_dtype), cos, sin).to(v.dtype)
+        if kv is not None:
+            k, v = kv[0].use(kv[1], k, v)
         att = attend(q, k, v, attn_mask, self.attention_dropout if self.training else 0.0)  # (B, L, H * D)
         x = x + self.dropout(self.attn_out(att))
         h = self.ff_norm(x)
@@ -293,6 +297,26 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             )
         if use_cache or past_key_values is not None:
             raise ValueError("LLaDA attends both ways; there is no key-value cache")
+        x, hidden = self.hidden_states(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states)
+        logits = self.head_logits(x)  # (B, L, V)
+        out = MaskedLMOutput(logits=logits, hidden_states=hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+    def hidden_states(
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | str | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The trunk: (B, L) ids -> (B, L, d) final-norm hidden states (and every layer's, when asked).
+
+        ``head_logits`` of them is the forward's logits; callers that need only some positions gather first.
+        With ``kv_cache`` in window mode, input_ids are the window's (B, W), attention_mask the whole
+        sequence's (B, L) and position_ids the window's (B, W).
+        """
         t = self.model.transformer
         x = t.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, d)
         B, L = x.shape[:2]
@@ -303,13 +327,14 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             position_ids = positions_from_mask(attention_mask, B, L, x.device)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)  # (B, 1, L, D)
         mask = sdpa_mask(attention_mask, x.dtype)
-        x, hidden = run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states)
-        logits = t.ff_out(x)  # (B, L, V)
+        return run_layers(t.blocks, t.ln_f, x, mask, cos, sin, output_hidden_states, kv_cache)
+
+    def head_logits(self, h: Tensor) -> Tensor:
+        """(..., d) hidden states -> (..., V) logits: the output layer (and the optional logit scale)."""
+        logits = self.model.transformer.ff_out(h)
         if self.config.scale_logits:
             logits = logits * (self.config.d_model**-0.5)
-        out = MaskedLMOutput(logits=logits, hidden_states=hidden)
-        return out if return_dict is not False else out.to_tuple()
-
+        return logits
 
 AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
 AutoModel.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)

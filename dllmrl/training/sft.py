@@ -143,9 +143,14 @@ def sft_loss(logits: Tensor, clean: Tensor, masked: Tensor, t: Tensor, completio
 
     loss = (1/B) sum_b sum_{i masked} CE_bi / (t_b * completion_len_b)
     """
-    B = clean.shape[0]
     rows, cols = masked.nonzero(as_tuple=True)  # only masked positions: at 126k vocab a full log-softmax is the cost
-    picked = logits[rows, cols].float()  # (M, V)
+    return masked_ce(logits[rows, cols], clean, rows, cols, t, completion_len)
+
+
+def masked_ce(picked: Tensor, clean: Tensor, rows: Tensor, cols: Tensor, t: Tensor, completion_len: Tensor) -> SftLoss:
+    """``sft_loss`` from the (M, V) logits at the masked positions (rows, cols) alone."""
+    B = clean.shape[0]
+    picked = picked.float()  # (M, V)
     gold = clean[rows, cols]  # (M,)
     ce = F.cross_entropy(picked, gold, reduction="none")  # (M,)
     weight = 1.0 / (t[rows].float() * completion_len[rows].float())  # (M,)
@@ -167,8 +172,9 @@ def sft_forward(adapter: ModelAdapter, batch: SftBatch, min_t: float, generator:
     t = draw_t(clean.shape[0], min_t, generator, device=device)  # (B,); the generator lives on the model's device
     noisy, masked = mask_completion(clean, comp, t, adapter.mask_id, generator)
     # 3. One forward; CE at the masked positions, weighted by 1/t and normalised by completion length.
-    logits = adapter.logits(noisy, attn)  # (B, L, V)
-    return sft_loss(logits, clean, masked, t, comp.sum(1))
+    hidden = adapter.hidden(noisy, attn)  # (B, L, d); the head only at the masked positions
+    rows, cols = masked.nonzero(as_tuple=True)
+    return masked_ce(adapter.head(hidden[rows, cols]), clean, rows, cols, t, comp.sum(1))
 
 
 # ---------------------------------------------------------------------------------------------- data stream
