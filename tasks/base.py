@@ -96,6 +96,10 @@ def get_task(name: str) -> Task:
     """Instantiate a registered task pack by name (raises UnknownNameError with 'did you mean')."""
     from dllmrl.registry import TASKS
 
+    if "+" in name:  # 'sudoku+countdown': a mixture, each example scored by its own pack
+        from dllmrl.tasks.mixture import Mixture
+
+        return Mixture([get_task(n) for n in name.split("+")])
     obj = TASKS.get(name)
     return obj() if isinstance(obj, type) else obj
 
