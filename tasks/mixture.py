@@ -8,6 +8,9 @@ Splits: a plain name (``validation``) takes that split of every pack, so it must
 them; ``a+b`` names one split per pack, in the mixture's order (``train+generated``). The packs'
 examples are interleaved: one from each pack in turn while every pack has some left, then
 the rest of the longer ones in turn, so ``--limit`` and SFT's shuffled stream see all packs.
+``train`` (what ``dllmrl train`` samples its prompts from) is balanced instead: each pack gives
+as many examples as the smallest one has (Countdown's 4,925 rows against Sudoku's million), so
+the packs are drawn equally often.
 
 Every example remembers its pack (``meta["task"]``, and its id becomes ``"sudoku/<id>"``), and
 ``verify``, ``sft_target``, ``details`` and the rewards hand it to that pack: each prompt is
@@ -77,8 +80,13 @@ class Mixture:
     def splits(self) -> Mapping[str, int]:
         """The split names every pack has, with the interleaved sizes ('a+b' names are accepted by load too)."""
         first = next(iter(self.tasks.values()))
-        return {s: sum(t.splits()[s] for t in self.tasks.values())
-                for s in first.splits() if all(s in t.splits() for t in self.tasks.values())}
+        shared = [s for s in first.splits() if all(s in t.splits() for t in self.tasks.values())]
+        return {s: sum(self._lengths(s, [t.splits()[s] for t in self.tasks.values()])) for s in shared}
+
+    @staticmethod
+    def _lengths(split: str, lengths: list[int]) -> list[int]:
+        """How many examples each pack gives: all of them, except in the balanced 'train' split."""
+        return [min(lengths)] * len(lengths) if split == "train" else lengths
 
     def member_splits(self, split: str) -> list[str]:
         """The split of each pack that ``split`` names, in the mixture's order; ConfigError when one is missing."""
@@ -95,7 +103,7 @@ class Mixture:
                      option="--prompt-style")
         packs = list(self.tasks.values())
         parts = [t.load(s, prompt_style=prompt_style) for t, s in zip(packs, self.member_splits(split))]
-        lengths = [len(p) for p in parts]
+        lengths = self._lengths(split, [len(p) for p in parts])
 
         def make(i: int) -> Example:
             k, j = interleave_index(i, lengths)

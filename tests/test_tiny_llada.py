@@ -90,6 +90,10 @@ def test_mixture_splits_interleave_both_packs(mix):
     train = mix.load("train+generated", prompt_style="compact")
     cd_gen = get_task("countdown").load("generated", prompt_style="compact")
     assert len(train) == 2_000_000 and train[1].target == cd_gen[0].target
+    # 'train' (dllmrl train's prompts) is balanced: as many Sudoku puzzles as Countdown's 4,925 rows
+    balanced = mix.load("train", prompt_style="compact")
+    assert len(balanced) == mix.splits()["train"] == 2 * 4925
+    assert [balanced[i].meta["task"] for i in (9848, 9849)] == ["sudoku", "countdown"]
     # the long test split of Sudoku (500) carries on alone after Countdown's 256
     assert [mix.load("test", prompt_style="compact")[i].meta["task"] for i in (511, 512, 755)] == ["countdown", "sudoku", "sudoku"]
 
