@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, Mapping, Sequence
 
 from dllmrl.errors import ConfigError, DataError
-from dllmrl.tasks.base import Example, RewardFn, Task, check_choice
+from dllmrl.tasks.base import Example, RewardFn, TaskBase, check_choice
 from dllmrl.tasks.common import LazySplit
 
 SEP = "+"
@@ -50,13 +50,13 @@ def interleave_index(i: int, lengths: Sequence[int]) -> tuple[int, int]:
     raise IndexError("interleaved position past the end")
 
 
-class Mixture:
+class Mixture(TaskBase):
     """Several packs behind the one-pack interface; see the module docstring."""
 
     headline = "accuracy"
-    score_workers = 1
 
-    def __init__(self, tasks: Sequence[Task]):
+    def __init__(self, tasks: Sequence[TaskBase]):
+        super().__init__()
         if len(tasks) < 2:
             raise ConfigError("a task mixture needs at least two packs, e.g. 'sudoku+countdown'")
         names = [t.name for t in tasks]
@@ -115,7 +115,7 @@ class Mixture:
     def prefill_for(self, prompt_style: str) -> str:
         return next(iter(self.tasks.values())).prefill_for(prompt_style)
 
-    def pack_of(self, ex: Example) -> Task:
+    def pack_of(self, ex: Example) -> TaskBase:
         """The pack an example of this mixture came from."""
         name = ex.meta.get("task")
         if name not in self.tasks:
@@ -154,8 +154,10 @@ class Mixture:
     # ------------------------------------------------------------ extras, by the example's pack
     def details(self, ex: Example, completion: str) -> dict[str, Any]:
         pack = self.pack_of(ex)
-        extra = pack.details(ex, completion) if hasattr(pack, "details") else {}
-        return {"task": pack.name, **extra}
+        return {"task": pack.name, **pack.details(ex, completion)}
+
+    def gold_fields(self, ex: Example) -> dict[str, Any]:
+        return self.pack_of(ex).gold_fields(ex)
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Accuracy per pack (``<pack>.accuracy``), from the records' ``task`` field."""

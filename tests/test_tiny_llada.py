@@ -122,6 +122,8 @@ def test_each_example_is_scored_by_its_own_pack(mix):
                             "countdown.correct": 1.0, "countdown.format": 1.0}
     assert rewards["sudoku.cell_accuracy"][0](sudoku_ex, sudoku_gold) == 1.0
     assert mix.details(countdown_ex, countdown_gold) == {"task": "countdown"}
+    assert mix.details(sudoku_ex, sudoku_gold)["cells_correct"] == sudoku_ex.target["puzzle"].count("0")
+    assert mix.gold_fields(sudoku_ex) == get_task("sudoku").gold_fields(sudoku_ex)
     records = [{"task": "sudoku", "correct": True}, {"task": "sudoku", "correct": False},
                {"task": "countdown", "correct": True}]
     assert mix.summary(records) == {"sudoku.accuracy": 0.5, "countdown.accuracy": 1.0}
