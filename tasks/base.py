@@ -55,6 +55,10 @@ def get_task(name: str) -> "TaskBase":
     from dllmrl.errors import DllmrlError
     from dllmrl.registry import TASKS
 
+    if "+" in name:  # 'sudoku+countdown': a mixture, each example scored by its own pack
+        from dllmrl.tasks.mixture import Mixture
+
+        return Mixture([get_task(n) for n in name.split("+")])
     obj = TASKS.get(name)
     task = obj() if isinstance(obj, type) else obj
     if not isinstance(task, TaskBase):
