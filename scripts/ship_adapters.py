@@ -2,6 +2,7 @@
 """Copy chosen runs' adapters into the paper's hub layout, one folder per task and method, with a card each.
 
     python3 scripts/ship_adapters.py TASK RUN [RUN...] [--runs runs/compare/TASK] [--dest checkpoints/tiny-llada-adapters]
+        [--eval-dir RUNS/eval]
 
 RUN is a run name under --runs (``egspo-sa-s1``) or a run directory, optionally ``=METHOD`` to name the
 folder (default: the run's name without its ``-sSEED``). The result,
@@ -13,7 +14,7 @@ folder (default: the run's name without its ``-sSEED``). The result,
 
 loads as ``dllmrl eval TASK --model BASE --adapter DEST --adapter-subfolder TASK/METHOD``, from this
 folder or from a hub repository holding it. The held-out numbers come from the run's evaluation in
-``RUNS/eval/<run>`` when scripts/compare.sh made one (else the card says it was not evaluated).
+``RUNS/eval/<run>`` (--eval-dir) when scripts/compare.sh made one (else the card says it was not evaluated).
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ def card(task: str, method: str, run_dir: Path, evaluation: dict) -> str:
     train, model, sampler = cfg.get("train", {}), cfg.get("model", {}), cfg.get("sampler", {})
     last = _last_metrics(run_dir)
     base = model.get("model", "?")
-    keys = ("method", "select", "k_steps", "mu", "merge_groups", "lam", "beta", "lr", "max_steps", "num_generations",
-            "batch_size", "grad_accum", "lora_r", "lora_alpha", "seed")
+    from dllmrl.methods import get_method
+
+    name = train.get("method", method)
+    own = (("select", "k_steps") if get_method(name).selects_steps else ()) + \
+        (("merge_groups",) if name == "d2-stepmerge" else ())
+    keys = ("method", *own, "mu", "lam", "beta", "lr", "max_steps", "num_generations", "batch_size", "grad_accum",
+            "lora_r", "lora_alpha", "seed")
     options = ", ".join(f"{k} {train[k]}" for k in keys if train.get(k) is not None)
     lines = [
         f"# {task}/{method}", "",
@@ -99,13 +105,15 @@ def main() -> None:
     ap.add_argument("runs_chosen", nargs="+", metavar="RUN[=METHOD]")
     ap.add_argument("--runs")
     ap.add_argument("--dest", default="checkpoints/tiny-llada-adapters")
+    ap.add_argument("--eval-dir", help="where the runs' evaluations are (default RUNS/eval)")
     args = ap.parse_args()
     runs = Path(args.runs or f"runs/compare/{args.task}")
+    eval_dir = Path(args.eval_dir) if args.eval_dir else runs / "eval"
     for spec in args.runs_chosen:
         name, _, method = spec.partition("=")
         run_dir = Path(name) if Path(name).is_dir() and "/" in name else runs / name
         method = method or run_dir.name.rsplit("-s", 1)[0]
-        evaluation = _json(runs / "eval" / run_dir.name / "results.json")
+        evaluation = _json(eval_dir / run_dir.name / "results.json")
         out = ship(run_dir, Path(args.dest), args.task, method, evaluation)
         print(f"{run_dir} -> {out}")
 

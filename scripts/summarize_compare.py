@@ -135,7 +135,7 @@ def curves(runs: Path, ckpt_dir: Path | None, summary: dict) -> dict[str, list[t
     return out
 
 
-def plot(path: Path, task: str, lines: dict[str, list[tuple[float, float]]], from_checkpoints: bool) -> None:
+def plot(path: Path, task: str, lines: dict[str, list[tuple[float, float]]], where: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +145,7 @@ def plot(path: Path, task: str, lines: dict[str, list[tuple[float, float]]], fro
     for label, pts in lines.items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=LABELS.get(label, label))
     ax.set_xlabel("training compute: forward + 2 × backward passes (sequences)")
-    ax.set_ylabel(f"held-out {HEADLINE.get(task, 'correct')} (test{'; checkpoints' if from_checkpoints else ''})")
+    ax.set_ylabel(f"held-out {HEADLINE.get(task, 'correct')} ({where})")
     ax.set_title(f"{task}: accuracy against training compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -160,7 +160,7 @@ def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path) -> str:
     lines = [
         f"# {task}: every method against the base model, equal budget", "",
         f"Held-out: the `{base['split']}` split ({base['n']} examples), greedy at the model's settings "
-        f"({base['settings']}). `{head}` is the fraction of examples correct, mean ± standard deviation over seeds; "
+        f"({', '.join(f'{k} {v}' for k, v in base['settings'].items())}). `{head}` is the fraction of examples correct, mean ± standard deviation over seeds; "
         f"Δ vs base is the seed-averaged paired difference with a paired bootstrap 95 % interval over test examples. "
         "Forwards and backwards count passes over one sequence (a rollout of B sequences and T denoising steps is "
         "B × T forwards); the train time is wall seconds on the machine that ran it (not comparable across "
@@ -172,8 +172,9 @@ def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path) -> str:
     fmt = lambda v: "–" if v is None else f"{v:,.0f}"
     for label, s in summary["methods"].items():
         acc, d = s["accuracy"], s["diff_vs_base"]
+        pm = f"{acc['mean']:.3f} ± {acc['std']:.3f}" if len(s["seeds"]) > 1 else f"{acc['mean']:.3f}"
         lines.append(
-            f"| {s['label']} | {', '.join(map(str, s['seeds']))} | {acc['mean']:.3f} ± {acc['std']:.3f} | "
+            f"| {s['label']} | {', '.join(map(str, s['seeds']))} | {pm} | "
             f"{', '.join(f'{x:.3f}' for x in s['accuracy_per_seed'])} | {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
             f"{', '.join(f'{x:.3f}' for x in s['headline_per_seed'])} | {fmt(s['steps'])} | {fmt(s['forwards'])} | "
             f"{fmt(s['backwards'])} | {fmt(s['train_seconds'])} |")
@@ -235,8 +236,12 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(write_markdown(out / "results.md", args.task, summary, eval_dir))
     lines = curves(runs, ckpt_dir, summary)
+    if ckpt_dir is not None:
+        where = f"first {args.checkpoint_limit} test examples, at each checkpoint"
+    else:
+        where = f"{summary['base']['split']}, {summary['base']['n']} examples, final adapters"
     if lines:
-        plot(out / "compute.png", args.task, lines, ckpt_dir is not None)
+        plot(out / "compute.png", args.task, lines, where)
 
 
 if __name__ == "__main__":
