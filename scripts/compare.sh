@@ -110,8 +110,12 @@ COMMON=(--model "$MODEL" --device "$DEVICE" -G "$G" --batch-size $((PROMPTS * G)
         --log-every 10)
 
 train_run() {  # train_run DIR LOG STEPS SEED LR METHOD: train, or resume, or skip a finished run
-  local dir=$1 logf=$2 steps=$3 seed=$4 lr=$5 method=$6 resume=()
-  [ -d "$dir/adapter" ] && return 0
+  local dir=$1 logf=$2 steps=$3 seed=$4 lr=$5 method=$6 resume=() had
+  if [ -d "$dir/adapter" ]; then
+    had=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["train"]["max_steps"])' "$dir/config.json")
+    [ "$had" = "$steps" ] || echo "$dir: finished at $had steps, not the $steps asked; kept (delete it to train again)" >&2
+    return 0
+  fi
   if [ -d "$dir/checkpoints" ] && ls "$dir/checkpoints" | grep -q '^step-'; then
     resume=(--resume)
   elif [ -e "$dir" ]; then

@@ -104,6 +104,7 @@ def summarise(runs: Path, eval_dir: Path, boot: int) -> dict:
                              "n_examples": ci.n_examples, "resamples": boot},
             "steps": mean_of("step"), "forwards": mean_of("forwards"), "backwards": mean_of("backwards"),
             "forwards_rollout": mean_of("forwards_rollout"), "train_seconds": mean_of("train_seconds"),
+            "runs": [{"seed": x["seed"], "accuracy": x["accuracy"], "n": x["n"], **x["compute"]} for x in rows],
         }
     return out
 
