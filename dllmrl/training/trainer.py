@@ -14,6 +14,10 @@ through accelerate's own config). Per rollout:
    ``Objective.loss`` each, under ``dllmrl.training.loop`` (accumulation, clipping, checkpoints,
    metrics, Ctrl-C / SIGTERM). ``--max-steps`` counts optimizer steps.
 
+Every metrics row also carries the compute spent so far (cumulative over resumes): ``forwards`` and
+``backwards`` in passes over one sequence, ``forwards_rollout``, ``eval_forwards`` and ``train_seconds``
+(``dllmrl.training.compute``), counted at the policy's forward whatever the method runs.
+
 The trainer never looks at the method's name: everything method-specific is in ``dllmrl.methods``.
 Library code only logs; ``on_step`` feeds the CLI's progress bar and tables (rank 0 only).
 """
