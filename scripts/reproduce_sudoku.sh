@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # The CPU-scale reproduction of the paper's Sudoku comparison (issue 5), from checkpoints/tiny-sudoku.
+# Kept as the recipe of that round's record, results/sudoku/; new rounds use scripts/compare.sh (every method,
+# a learning rate per method, compute accounting, paired intervals): its egspo-sa, egspo, diffu-grpo and
+# egspo-sa-random runs at MODEL=checkpoints/tiny-sudoku SEEDS="1 2" without an lr.json (DEFAULT_LR 1e-3) train
+# exactly as here.
 #
 #   bash scripts/reproduce_sudoku.sh                    # every method, seeds 1 and 2, then the table and plot
 #   SEEDS="1" bash scripts/reproduce_sudoku.sh          # one seed

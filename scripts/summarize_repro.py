@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Summarise the Sudoku reproduction: held-out accuracy per method, mean and spread over seeds.
 
+The record of that round (results/sudoku/); new rounds use scripts/summarize_compare.py.
+
     python3 scripts/summarize_repro.py [--runs runs/repro] [--out results/sudoku]
 
 Reads every ``<runs>/eval/<name>/results.json`` written by ``dllmrl eval`` (``<name>`` is

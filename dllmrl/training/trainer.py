@@ -14,6 +14,10 @@ through accelerate's own config). Per rollout:
    ``Objective.loss`` each, under ``dllmrl.training.loop`` (accumulation, clipping, checkpoints,
    metrics, Ctrl-C / SIGTERM). ``--max-steps`` counts optimizer steps.
 
+Every metrics row also carries the compute spent so far (cumulative over resumes): ``forwards`` and
+``backwards`` in passes over one sequence, ``forwards_rollout``, ``eval_forwards`` and ``train_seconds``
+(``dllmrl.training.compute``), counted at the policy's forward whatever the method runs.
+
 The trainer never looks at the method's name: everything method-specific is in ``dllmrl.methods``.
 Library code only logs; ``on_step`` feeds the CLI's progress bar and tables (rank 0 only).
 """
@@ -35,6 +39,7 @@ from dllmrl.models import load_model
 from dllmrl.sampling.sampler import sample
 from dllmrl.training.accel import build_accelerator, rank_generator, reduce_mean, seed_everything
 from dllmrl.training.checkpoint import Checkpoint, from_plain, save_final_adapter
+from dllmrl.training.compute import ComputeTotals, ForwardCounter
 from dllmrl.training.lora import LoraSettings, add_lora, load_model_4bit
 from dllmrl.training.loop import (
     Loop, LoopParts, LoopSettings, OptimSettings, Progress, Snapshot, build_optimizer, open_run, write_config,
@@ -136,6 +141,10 @@ class Trainer:
         add_lora(adapter, LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
                  init_adapter=mcfg.adapter, init_subfolder=mcfg.adapter_subfolder)
         adapter._takes_position_ids()  # decide before DDP hides the forward's signature
+        # Every forward of the policy (DDP forwards into it), the rollouts and the reference model alike.
+        self.compute = ForwardCounter(adapter.model)
+        self.train_seconds = 0.0
+        self._mark = time.perf_counter()
         self.params = [p for p in adapter.model.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = build_optimizer(self.params, OptimSettings(
             lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
@@ -180,8 +189,9 @@ class Trainer:
         plan = self.objective.plan(step, ids.shape[0], self.generator, acc.device)
         ad.model.eval()
         t0 = time.perf_counter()
-        traj = sample(ad, ids, attn, self.scfg, generator=self.generator,
-                      greedy_at=plan.keeper if plan.keeper is not None else ())
+        with self.compute.phase("rollout"):
+            traj = sample(ad, ids, attn, self.scfg, generator=self.generator,
+                          greedy_at=plan.keeper if plan.keeper is not None else ())
         t_roll = time.perf_counter() - t0
 
         # 2. Final rewards; the selected steps and, when the method asks, their greedy completions' rewards.
@@ -252,13 +262,25 @@ class Trainer:
     def step_metrics(self, step_s: float) -> dict[str, float]:
         out = {**self.cursor.rollout_metrics, "update_s": step_s - self._rollout_s}
         self._rollout_s = 0.0
+        # Cumulative compute, summed over processes (see dllmrl.training.compute for the units).
+        n = self.acc.num_processes
+        for k, v in self.compute.totals.as_dict().items():
+            out[k] = round(reduce_mean(self.acc, float(v)) * n)
+        out["train_seconds"] = round(self.train_seconds, 3)
         return out
 
     def snapshot(self) -> Snapshot:
+        # Called once per step boundary: the wall time since the last one is training time (quick
+        # evaluations are taken out in ``evaluate``; model loading is before the first mark).
+        now = time.perf_counter()
+        self.train_seconds += now - self._mark
+        self._mark = now
         cur = self.cursor
         live = cur.buffer if cur.micro < self.units else None  # a finished rollout need not be kept
-        return Snapshot(extra={"data_pos": cur.data_pos, "rollouts": cur.rollouts, "micro": cur.micro},
-                        rank_state={"buffer": live, "rollout_metrics": dict(cur.rollout_metrics)})
+        return Snapshot(extra={"data_pos": cur.data_pos, "rollouts": cur.rollouts, "micro": cur.micro,
+                               "train_seconds": self.train_seconds},
+                        rank_state={"buffer": live, "rollout_metrics": dict(cur.rollout_metrics),
+                                    "compute": self.compute.totals.as_dict()})
 
     def restore(self, ckpt: Checkpoint) -> None:
         rs = ckpt.rank_state or {}
@@ -267,13 +289,21 @@ class Trainer:
         self.cursor = _Cursor(data_pos=int(ckpt.extra["data_pos"]), rollouts=int(ckpt.extra["rollouts"]),
                               micro=int(ckpt.extra["micro"]) if buffer is not None else self.units,
                               buffer=buffer, rollout_metrics=dict(rs.get("rollout_metrics", {})))
+        # Checkpoints from before compute accounting carry none: count from zero then.
+        self.compute.totals = ComputeTotals.from_dict(rs.get("compute", {}))
+        self.train_seconds = float(ckpt.extra.get("train_seconds", 0.0))
+        self._mark = time.perf_counter()
 
     def evaluate(self) -> float:
         """Quick held-out greedy accuracy over --eval-limit examples, shared across processes."""
         cfg = self.cfg
-        return quick_accuracy(self.acc, self.rollout_adapter, self.task, split=cfg.eval_split, limit=cfg.eval_limit,
-                              prompt_style=cfg.prompt_style, scfg=self.scfg, chat=cfg.chat,
-                              batch_size=cfg.batch_size, seed=cfg.seed)
+        t0 = time.perf_counter()
+        with self.compute.excluded():
+            out = quick_accuracy(self.acc, self.rollout_adapter, self.task, split=cfg.eval_split,
+                                 limit=cfg.eval_limit, prompt_style=cfg.prompt_style, scfg=self.scfg, chat=cfg.chat,
+                                 batch_size=cfg.batch_size, seed=cfg.seed)
+        self._mark += time.perf_counter() - t0  # not training time
+        return out
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
@@ -284,6 +314,7 @@ class Trainer:
             log.info("train %s with %s on %s: %d processes, effective batch %d, %d micro-steps per rollout",
                      cfg.task, cfg.method, self.mcfg.model, acc.num_processes,
                      cfg.batch_size * cfg.grad_accum * acc.num_processes, self.units)
+        self._mark = time.perf_counter()
         parts = LoopParts(acc, self.model, self.optimizer, self.scheduler, self.params, self.run_dir, self.writer)
         settings = LoopSettings(max_steps=cfg.max_steps, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
                                 save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints,
