@@ -1,6 +1,6 @@
 """Compute accounting: how many model forward and backward passes a training run has spent.
 
-    counter = ForwardCounter(peft_model)      # counts every forward of this module (a pre-hook)
+    counter = ForwardCounter(model.get_input_embeddings())   # every pass embeds its ids first (a pre-hook)
     with counter.phase("rollout"): sample(...)
     with counter.excluded(): quick_eval(...)
     counter.totals()   # {"forwards": ..., "backwards": ..., "forwards_rollout": ..., "eval_forwards": ...}
@@ -20,8 +20,10 @@ Units (what every metrics.jsonl row reports, cumulative since the run's start, o
 - ``eval_forwards``: forwards of the quick held-out evaluation (``--eval-every``), kept out of
   ``forwards``.
 
-Counting at the module's forward (not by method) means every method, present or future, is counted
-the same way, whatever its objective runs. Counts are per process; the trainer reports their sum over
+Counting at the input embedding (not by method) means every method, present or future, is counted
+the same way, whatever its objective runs: every pass embeds its ids first, whether it is the family's
+whole forward, the trunk of the hidden-states/head split, or a cached window of a block (B sequences
+each). Counts are per process; the trainer reports their sum over
 processes.
 """
 
@@ -58,7 +60,7 @@ class ForwardCounter:
         self._handle = module.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        ids = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
         n = int(ids.shape[0])
         t = self.totals
         if self._phase == "eval":

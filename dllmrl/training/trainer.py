@@ -141,8 +141,9 @@ class Trainer:
         add_lora(adapter, LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
                  init_adapter=mcfg.adapter, init_subfolder=mcfg.adapter_subfolder)
         adapter._takes_position_ids()  # decide before DDP hides the forward's signature
-        # Every forward of the policy (DDP forwards into it), the rollouts and the reference model alike.
-        self.compute = ForwardCounter(adapter.model)
+        # Every pass of the policy embeds its ids first (the whole forward, the hidden-states trunk the
+        # sampler and micro-steps run, the reference model under disable_adapter): count there.
+        self.compute = ForwardCounter(adapter.model.get_input_embeddings())
         self.train_seconds = 0.0
         self._mark = time.perf_counter()
         self.params = [p for p in adapter.model.parameters() if p.requires_grad]
