@@ -289,3 +289,17 @@ def test_sft_refuses_a_gen_len_beyond_the_models_positions(tiny_model_dir, tmp_p
                             "--device", "cpu", "--output", str(tmp_path / "run")])
     assert r.exit_code == 1 and "in the model's 1024 positions" in _flat(r.output) and "Traceback" not in r.output
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """pyproject lists the packages explicitly (tasks/ and checkpoints/ are mapped under dllmrl): a new
+    subpackage missing from that list imports from a checkout but not from a non-editable install."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "dllmrl").rglob("__init__.py")}
+    on_disk |= {"dllmrl.tasks." + ".".join(p.parent.relative_to(root / "tasks").parts) if p.parent != root / "tasks"
+                else "dllmrl.tasks" for p in (root / "tasks").rglob("__init__.py")}
+    assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
