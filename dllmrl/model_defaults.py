@@ -97,7 +97,11 @@ def _eval_split(v: Mapping[str, Any]) -> str:
 
 def _eval_out(v: Mapping[str, Any]) -> str:
     """runs/eval/TASK-MODEL"""
-    name = "-".join(p for p in (v.get("model"), v.get("adapter"), v.get("adapter_subfolder")) if p)
+    parts = [v.get("model"), v.get("adapter"), v.get("adapter_subfolder"), v.get("blend"), v.get("blend_base_scale")]
+    flat = [str(x) for p in parts for x in ((p,) if isinstance(p, (str, int, float)) else (p or ()))]
+    if v.get("blend_mode") not in (None, "sum"):
+        flat.append(str(v["blend_mode"]))
+    name = "-".join(p for p in flat if p)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__")).strip("_")[-120:]
     return str(Path("runs") / "eval" / f"{v['task']}-{name}")
 
