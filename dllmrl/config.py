@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from dllmrl.adapter_spec import BASE, NamedAdapter
+from dllmrl.adapter_spec import BASE, NamedAdapter, named_adapters
 from dllmrl.errors import ConfigError
 
 REMASKING = ("low_confidence", "random")
@@ -160,8 +160,6 @@ class ModelConfig:
             raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
         if self.adapter_subfolder and not self.adapter:
             raise ConfigError("--adapter-subfolder needs --adapter")
-        from dllmrl.adapter_spec import named_adapters
-
         named_adapters(self.adapter, self.adapter_subfolder)  # a malformed NAME=DIR fails here, before loading
 
 

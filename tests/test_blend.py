@@ -125,6 +125,17 @@ def test_adapters_for_another_base_or_vocabulary_are_one_error(tiny_model_dir, l
         load(tiny_model_dir, (f"a={lora['A']}", f"c={c}"))
 
 
+def test_a_named_adapter_in_a_subfolder_loads(tiny_model_dir, lora, plain, tmp_path):
+    import shutil
+
+    shutil.copytree(lora["A"], tmp_path / "repo" / "task" / "egspo-sa")
+    repo = str(tmp_path / "repo")
+    for adapter, sub in [((f"a={repo}:task/egspo-sa", f"b={lora['B']}"), None),
+                         ((f"a={repo}", f"b={lora['B']}"), ("a=task/egspo-sa",))]:
+        m = apply_blend(load(tiny_model_dir, adapter, sub), BlendConfig(blend="a=1"), named_adapters(adapter, sub))
+        assert tokens(m) == plain["A"]
+
+
 def test_named_adapter_subfolders(lora):
     got = named_adapters(("x=hub/repo:gsm8k/egspo-sa", "y=DIR"), ("y=sub/dir",))
     assert [(a.name, a.source, a.subfolder) for a in got] == [("x", "hub/repo", "gsm8k/egspo-sa"), ("y", "DIR", "sub/dir")]
