@@ -414,6 +414,9 @@ class BlendConfig:
         if self.blend_base_scale is not None and not math.isfinite(self.blend_base_scale):
             raise ConfigError("--blend-base-scale must be a finite number")
         if self.blend is not None:
+            if not isinstance(self.blend, str):
+                raise ConfigError(f"--blend takes one string NAME=W,NAME=W (e.g. 'sudoku=0.5,countdown=0.5'), "
+                                  f"got {self.blend!r}")
             parse_blend(self.blend)
         if self.blend_mode == "random-step":
             if not self.active:

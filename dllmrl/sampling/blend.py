@@ -7,6 +7,9 @@ LM a step's "denoiser" is its logits, so a blend is
     DB-KLA   logits = (1 - lam) * base + lam * adapter (--blend-base-scale LAM, one adapter; LAM > 1 extrapolates)
     DB-MPA-LS         one term per step, term i with probability w_i  (--blend-mode random-step)
 
+The options (and their validation) are ``dllmrl.config.BlendConfig``, kept with the other configs so
+that building the CLI imports no torch; this module is the sampling side.
+
 Where: ``BlendedAdapter`` is a ``ModelAdapter``, so the sampler runs unchanged except for one hook
 (``begin_step``, where random-step draws its term from the sampler's own torch.Generator). Its
 ``hidden`` runs every term's forward as ONE batched call (the batch repeated k times, each copy routed
