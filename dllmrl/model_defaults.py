@@ -106,6 +106,15 @@ def _eval_out(v: Mapping[str, Any]) -> str:
     return str(Path("runs") / "eval" / f"{v['task']}-{name}")
 
 
+def _merge_model(v: Mapping[str, Any]) -> str:
+    """the base model the first --adapter names"""
+    from dllmrl.config import ModelConfig
+    from dllmrl.models.merge import adapter_base, plain_or_named
+
+    adapters = plain_or_named(v.get("adapter"), v.get("adapter_subfolder"))
+    return (adapter_base(adapters[0].source, adapters[0].subfolder) if adapters else None) or ModelConfig.model
+
+
 # Each command's published settings where they differ from the dataclass defaults. A callable is
 # computed from the other resolved values (its docstring is what --help shows).
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -115,6 +124,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "sft": {"prompt_style": "train", "gen_len": 256},
     "reward-model": {"prompt_style": "train", "gen_len": 256, "model": "tiny-sudoku"},
     "bench": {"model": "tiny-sudoku"},
+    "merge": {"model": _merge_model},
 }
 
 _SAMPLER = {k: k for k in ("gen_len", "steps", "block_len", "temperature", "remasking", "decode", "threshold")}

@@ -203,8 +203,11 @@ def test_merge_of_an_adapter_with_itself(tiny_model_dir, lora, tmp_path, how, fa
 
 def test_merge_ties_and_bad_options(tiny_model_dir, lora, tmp_path):
     base = ["merge", "--model", tiny_model_dir, "--adapter", lora["A"], "--adapter", lora["B"], "--device", "cpu"]
-    r = runner.invoke(app, [*base, "--weights", "0.5,0.5", "--how", "ties", "--density", "0.5", "-o", str(tmp_path / "t")])
+    no_model = [a for a in base if a not in ("--model", tiny_model_dir)]  # the adapters' own base model
+    r = runner.invoke(app, [*no_model, "--weights", "0.5,0.5", "--how", "ties", "--density", "0.5", "-o",
+                            str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "t" / "dllmrl_merge.json").read_text())["model"] == tiny_model_dir
     load(tiny_model_dir, str(tmp_path / "t"))
     for extra, message in [(["--weights", "0.5"], "2 --adapter but 1 --weights"),
                            (["--weights", "0.5,x"], "--weights"),

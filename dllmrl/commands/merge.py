@@ -28,7 +28,7 @@ EPILOG = """Examples:
 
   dllmrl merge --adapter A --adapter B --weights 0.7,0.3 --how ties --density 0.5 -o runs/ties
 
---model defaults to the base model the first adapter's adapter_config.json names.
+--model defaults to the base model the first (local) adapter's adapter_config.json names.
 """
 
 
@@ -36,7 +36,6 @@ EPILOG = """Examples:
                 include={ModelConfig: {"model", "adapter", "adapter_subfolder", "device", "dtype"}})
 def merge_command(opts: Resolved = None) -> None:  # type: ignore[assignment]
     """Merge LoRA adapters of one base model into one adapter directory, with peft's add_weighted_adapter."""
-    from dllmrl.adapter_spec import NamedAdapter, named_adapters
     from dllmrl.errors import ConfigError
     from dllmrl.ui import stderr_console
 
@@ -44,25 +43,17 @@ def merge_command(opts: Resolved = None) -> None:  # type: ignore[assignment]
     cfg, mcfg = opts.build(MergeConfig), opts.build(ModelConfig, adapter=None, adapter_subfolder=None)
     if not cfg.output:
         raise ConfigError("dllmrl merge needs -o DIR, where the merged adapter is written")
-    given, subs = opts["adapter"], opts["adapter_subfolder"]
-    raw = (given,) if isinstance(given, str) else tuple(given or ())
-    if any("=" in a for a in raw):  # named, as sample/eval take them
-        adapters = named_adapters(given, subs)
-    else:  # plain directories: one --adapter-subfolder applies to all
-        sub = subs if isinstance(subs, str) else None
-        adapters = tuple(NamedAdapter(f"m{i}", a, sub) for i, a in enumerate(raw))
+    from dllmrl.models.merge import check_merge, merge_adapters, plain_or_named
+
+    adapters = plain_or_named(opts["adapter"], opts["adapter_subfolder"])
     n = len(adapters)
     try:
         weights = tuple(float(w) for w in cfg.weights.split(",")) if cfg.weights else (1.0 / max(n, 1),) * n
     except ValueError:
         raise ConfigError(f"--weights '{cfg.weights}' must be numbers separated by commas, e.g. 0.5,0.5") from None
 
-    from dllmrl.models.merge import adapter_base, check_merge, merge_adapters
-
     check_merge(n, weights, cfg.how, cfg.density)  # before any weights load
-    model = mcfg.model
-    if opts.sources["model"] == "default":
-        model = adapter_base(adapters[0].source, adapters[0].subfolder) or model
+    model = mcfg.model  # default: the base model the first adapter names (model_defaults.PROTOCOLS)
     out = merge_adapters(model, adapters, weights, cfg.how, cfg.output, density=cfg.density, device=mcfg.device,
                          dtype=mcfg.dtype)
     stderr_console().print(f"merged {n} adapters ({cfg.how}) into {out}; use it with --model {model} --adapter {out}",

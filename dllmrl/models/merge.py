@@ -70,6 +70,18 @@ def merge_adapters(model: str, adapters: Sequence[NamedAdapter], weights: Sequen
     return out
 
 
+def plain_or_named(adapter, subfolder) -> tuple[NamedAdapter, ...]:
+    """``dllmrl merge``'s adapters: NAME=DIR as sample/eval take them, or plain directories (named m0, m1, ...)
+    sharing one --adapter-subfolder."""
+    from dllmrl.adapter_spec import named_adapters
+
+    raw = (adapter,) if isinstance(adapter, str) else tuple(adapter or ())
+    if any("=" in a for a in raw):
+        return named_adapters(adapter, subfolder)
+    sub = subfolder if isinstance(subfolder, str) else None
+    return tuple(NamedAdapter(f"m{i}", a, sub) for i, a in enumerate(raw))
+
+
 def adapter_base(source: str, subfolder: str | None = None) -> str | None:
     """The base model a local adapter directory names (None for a hub id or when it names none)."""
     from dllmrl.model_defaults import find_model
