@@ -30,6 +30,12 @@ class NamedAdapter:
     """A directory or a hub id."""
     subfolder: str | None = None
 
+    @property
+    def peft_name(self) -> str:
+        """The name peft keeps it under: a short name such as 'a' lies inside peft's key prefix 'lora_', which
+        peft warns may re-initialise the weights on loading, so named adapters get a prefix of their own."""
+        return self.name if self.name == PLAIN else f"adapter_{self.name}"
+
     def describe(self) -> str:
         return f"{self.source}:{self.subfolder}" if self.subfolder else self.source
 

@@ -24,6 +24,7 @@ def build(args):
     """(base ModelAdapter, peft-wrapped ModelAdapter with adapters 'a' and 'b')."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    from dllmrl.adapter_spec import NamedAdapter
     from dllmrl.config import ModelConfig
     from dllmrl.models import load_model
     from dllmrl.models.base import ModelAdapter
@@ -37,8 +38,8 @@ def build(args):
                                     device=dev, dtype=dtype)
         torch.manual_seed(1)
         lcfg = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
-        wrapped = get_peft_model(base.model, lcfg, adapter_name="a")
-        wrapped.add_adapter("b", lcfg)
+        wrapped = get_peft_model(base.model, lcfg, adapter_name=NamedAdapter("a", "-").peft_name)
+        wrapped.add_adapter(NamedAdapter("b", "-").peft_name, lcfg)
         wrapped.to(device=dev, dtype=dtype).eval()
         peft = ModelAdapter(**{f.name: getattr(base, f.name) for f in fields(ModelAdapter) if f.init})
         peft.model = wrapped

@@ -245,3 +245,37 @@ def test_eval_records_carry_the_blend_and_a_new_blend_regenerates(tiny_model_dir
     r = runner.invoke(app, [("a=0.25,b=0.75" if a == "a=0.5,b=0.5" else a) for a in args])
     assert r.exit_code == 0, r.output
     assert sum(count_sampling) == 4 and len(read_records(out / "records.jsonl")) == 4  # regenerated
+
+
+@pytest.mark.parametrize("shape", ["llada-8b", "dream-7b"])
+def test_native_llada_and_dream_blend_is_the_weighted_sum(shape):
+    """The native families (their own trunk and head, Dream's shifted logits) blend exactly too."""
+    from dataclasses import fields
+
+    from peft import LoraConfig, get_peft_model
+
+    from dllmrl.adapter_spec import NamedAdapter
+    from dllmrl.models.base import ModelAdapter
+    from dllmrl.models.shapes import random_shape_adapter
+
+    base = random_shape_adapter(shape, layers=1, hidden=32, heads=2)
+    torch.manual_seed(0)
+    lcfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    named = (NamedAdapter("a", "-"), NamedAdapter("b", "-"))
+    peft = get_peft_model(base.model, lcfg, adapter_name=named[0].peft_name)
+    peft.add_adapter(named[1].peft_name, lcfg)
+    peft.eval()
+    m = ModelAdapter(**{f.name: getattr(base, f.name) for f in fields(ModelAdapter) if f.init})
+    m.model = peft
+    ids = torch.randint(10, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+    own = {}
+    for a in named:
+        peft.set_adapter(a.peft_name)
+        own[a.name] = m.logits(ids)
+    with peft.disable_adapter():
+        own["base"] = m.logits(ids)
+    assert not torch.allclose(own["a"], own["b"]) and not torch.allclose(own["a"], own["base"])
+    for batched in (True, False):
+        blend = apply_blend(m, BlendConfig(blend="a=0.7,b=-0.2,base=0.5", blend_batched=batched), named)
+        want = 0.7 * own["a"] - 0.2 * own["b"] + 0.5 * own["base"]
+        torch.testing.assert_close(blend.head(blend.hidden(ids)[:, -5:]), want[:, -5:], rtol=1e-4, atol=1e-4)

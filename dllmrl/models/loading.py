@@ -169,7 +169,7 @@ def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
         _EXTRA_KWARGS.reset(token)
     adapter.name = cfg.model
     for i, a in enumerate(adapters):  # the first wraps the model in peft; the others join it by name
-        adapter.model = load_peft_adapter(adapter.model, a.source, a.subfolder, name=a.name, join=i > 0)
+        adapter.model = load_peft_adapter(adapter.model, a.source, a.subfolder, name=a.peft_name, join=i > 0)
     if quantization_config is None:  # quantised weights were placed by device_map and cannot move
         adapter.model.to(device)
     adapter.model.eval()

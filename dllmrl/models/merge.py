@@ -57,7 +57,7 @@ def merge_adapters(model: str, adapters: Sequence[NamedAdapter], weights: Sequen
     spec = tuple(f"{a.name}={a.describe()}" for a in adapters)
     peft_model = load_model(ModelConfig(model=model, adapter=spec, device=device, dtype=dtype)).model
     try:
-        peft_model.add_weighted_adapter([a.name for a in adapters], list(weights), MERGED,
+        peft_model.add_weighted_adapter([a.peft_name for a in adapters], list(weights), MERGED,
                                         combination_type=COMBINATIONS[how], density=density)
     except ValueError as e:  # e.g. linear over adapters of different ranks
         raise ConfigError(f"--how {how}: peft cannot combine these adapters ({e}); try --how cat or svd") from None

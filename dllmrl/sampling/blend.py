@@ -66,9 +66,11 @@ def apply_blend(adapter: ModelAdapter, cfg: BlendConfig, adapters: Sequence[Name
     terms = check_blend(cfg, adapters, cache)
     if not terms:
         return adapter
-    base = {f.name: getattr(adapter, f.name) for f in fields(ModelAdapter) if f.init}
     log.info("blend %s (%s, %s forwards)", terms, cfg.blend_mode, "batched" if cfg.blend_batched else "sequential")
-    return BlendedAdapter(**base, terms=terms, mode=cfg.blend_mode, batched=cfg.blend_batched)
+    peft_names = {a.name: a.peft_name for a in adapters} | {BASE: PEFT_BASE}
+    base = {f.name: getattr(adapter, f.name) for f in fields(ModelAdapter) if f.init}
+    return BlendedAdapter(**base, terms=tuple((peft_names[n], w) for n, w in terms), mode=cfg.blend_mode,
+                          batched=cfg.blend_batched)
 
 
 @dataclass
@@ -76,7 +78,7 @@ class BlendedAdapter(ModelAdapter):
     """A ModelAdapter whose logits are a blend of its peft model's adapters (see the module docstring)."""
 
     terms: tuple[tuple[str, float], ...] = ()
-    """(adapter name or 'base', weight) per term."""
+    """(peft adapter name, or PEFT_BASE for the adapters off; weight) per term."""
     mode: str = "sum"
     batched: bool = True
     chosen: str | None = None
@@ -126,7 +128,7 @@ class BlendedAdapter(ModelAdapter):
         """(B, L) ids -> (B, L, k * d): the k active terms' hidden states side by side (``head`` blends them)."""
         if cache is not None:
             raise ConfigError("--cache does not combine with --blend; use --cache none")
-        names = [PEFT_BASE if n == BASE else n for n, _ in self.active()]
+        names = [n for n, _ in self.active()]
         B = input_ids.shape[0]
         if self.batched and len(names) > 1:
             k = len(names)
@@ -149,7 +151,7 @@ class BlendedAdapter(ModelAdapter):
         for (name, w), h in zip(active, hidden.chunk(len(active), dim=-1)):
             h = h.contiguous()
             rows = max(h.shape[0], MIN_HEAD_ROWS) if h.dim() == 2 else h.shape[0]  # ModelAdapter.head pads
-            with self._routed([PEFT_BASE if name == BASE else name] * rows):
+            with self._routed([name] * rows):
                 logits = super().head(h).float()
             term = logits if w == 1.0 else w * logits
             out = term if out is None else out + term
