@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from dllmrl.errors import DllmrlError
 
 # Each name is a module in dllmrl/commands exposing register(app).
-COMMANDS = ["sample", "eval", "score", "ls", "bench", "train", "sft", "reward-model", "plot"]
+COMMANDS = ["sample", "eval", "score", "ls", "bench", "train", "sft", "reward-model", "plot", "merge"]
 
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from dllmrl.adapter_spec import BASE, NamedAdapter, named_adapters
 from dllmrl.errors import ConfigError
 
 REMASKING = ("low_confidence", "random")
@@ -142,10 +144,10 @@ class ModelConfig:
 
     model: str = "GSAI-ML/LLaDA-8B-Instruct"
     """Hub id or local directory of the diffusion LM."""
-    adapter: str | None = None
-    """peft LoRA adapter: a directory or a hub id."""
-    adapter_subfolder: str | None = None
-    """Subfolder of --adapter holding the adapter (e.g. 'gsm8k/egspo-sa')."""
+    adapter: str | tuple[str, ...] | None = None
+    """peft LoRA adapter: a directory or a hub id; repeat as NAME=DIR[:SUBFOLDER] to load several for --blend."""
+    adapter_subfolder: str | tuple[str, ...] | None = None
+    """Subfolder of --adapter holding the adapter (e.g. 'gsm8k/egspo-sa'); NAME=SUB for a named adapter."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1', ..."""
     dtype: str = "auto"
@@ -158,6 +160,7 @@ class ModelConfig:
             raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
         if self.adapter_subfolder and not self.adapter:
             raise ConfigError("--adapter-subfolder needs --adapter")
+        named_adapters(self.adapter, self.adapter_subfolder)  # a malformed NAME=DIR fails here, before loading
 
 
 GUIDANCE_METHODS = ("none", "expectation", "aps", "entrgi", "best-of-n")
@@ -362,3 +365,99 @@ def load_config_file(path: str, command: str, known: set[str], aliases: dict[str
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"--config {path}: '{unknown[0]}' is not an option of dllmrl {command}{hint}")
     return {k: v for k, v in out.items() if k in known}
+
+
+# ------------------------------------------------------------------ sampling-time adapter blending
+BLEND_MODES = ("sum", "random-step")
+_TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*([^,=]+?)\s*$")
+
+
+def parse_blend(text: str) -> tuple[tuple[str, float], ...]:
+    """'sudoku=0.5,countdown=0.5' -> (('sudoku', 0.5), ('countdown', 0.5)); one ConfigError line on bad input."""
+    terms: dict[str, float] = {}
+    for part in text.split(","):
+        m = _TERM.match(part)
+        if not m:
+            raise ConfigError(f"--blend '{text}': '{part.strip()}' is not NAME=WEIGHT; write e.g. "
+                              "--blend sudoku=0.5,countdown=0.5 (NAME an --adapter name or 'base')")
+        name, raw = m.groups()
+        try:
+            w = float(raw)
+        except ValueError:
+            raise ConfigError(f"--blend '{text}': the weight of '{name}' is '{raw}', not a number") from None
+        if not math.isfinite(w):
+            raise ConfigError(f"--blend '{text}': the weight of '{name}' must be finite")
+        if name in terms:
+            raise ConfigError(f"--blend '{text}': '{name}' is given twice; give each name once")
+        terms[name] = w
+    return tuple(terms.items())
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """How the named --adapter's are blended at every denoising step."""
+
+    blend: str | None = None
+    """Per-step logit blend of the named --adapter's, 'sudoku=0.5,countdown=0.5': logits = sum_i w_i * logits_i at every denoising step; 'base' names the model with the adapters off; weights may be negative or above 1."""
+    blend_base_scale: float | None = None
+    """DB-KLA with one --adapter: logits = (1 - LAMBDA) * base + LAMBDA * adapter at every step; 0 is the base, 1 the adapter, above 1 extrapolates."""
+    blend_mode: str = "sum"
+    """'sum' (the weighted sum of logits) or 'random-step' (each step uses one term, drawn with probability w_i from the sampler's seeded generator; weights >= 0 summing to 1)."""
+    blend_batched: bool = True
+    """Run the blended terms' forwards as one batched call (peft's mixed-adapter batch); --no-blend-batched runs them one after another (less memory, same logits)."""
+
+    def __post_init__(self) -> None:
+        if self.blend_mode not in BLEND_MODES:
+            raise ConfigError(f"--blend-mode must be one of {', '.join(BLEND_MODES)}, got '{self.blend_mode}'")
+        if self.blend is not None and self.blend_base_scale is not None:
+            raise ConfigError("--blend and --blend-base-scale are two ways to give the weights; pass one of them")
+        if self.blend_base_scale is not None and not math.isfinite(self.blend_base_scale):
+            raise ConfigError("--blend-base-scale must be a finite number")
+        if self.blend is not None:
+            if not isinstance(self.blend, str):
+                raise ConfigError(f"--blend takes one string NAME=W,NAME=W (e.g. 'sudoku=0.5,countdown=0.5'), "
+                                  f"got {self.blend!r}")
+            parse_blend(self.blend)
+        if self.blend_mode == "random-step":
+            if not self.active:
+                raise ConfigError("--blend-mode random-step needs --blend NAME=P,... (probabilities summing to 1)")
+            w = [v for _, v in self.raw_terms()]
+            if min(w) < 0 or abs(sum(w) - 1) > 1e-6:
+                raise ConfigError(f"--blend-mode random-step draws term i with probability w_i: the weights "
+                                  f"must be >= 0 and sum to 1, got {', '.join(map(str, w))} (sum {sum(w):g})")
+
+    @property
+    def active(self) -> bool:
+        return self.blend is not None or self.blend_base_scale is not None
+
+    def raw_terms(self, adapter: str = "adapter") -> tuple[tuple[str, float], ...]:
+        if self.blend_base_scale is not None:
+            lam = self.blend_base_scale
+            return ((BASE, 1.0 - lam), (adapter, lam))
+        return parse_blend(self.blend) if self.blend is not None else ()
+
+    def terms(self, adapters: Sequence[NamedAdapter]) -> tuple[tuple[str, float], ...]:
+        """(name, weight) per term, checked against the loaded adapters (BASE for the model without them)."""
+        names = [a.name for a in adapters]
+        if not names:
+            raise ConfigError("--blend / --blend-base-scale need at least one --adapter (e.g. --adapter sudoku=DIR)")
+        if self.blend_base_scale is not None:
+            if len(names) != 1:
+                raise ConfigError(f"--blend-base-scale blends the base with ONE adapter, got {len(names)} "
+                                  f"({', '.join(names)}); use --blend {names[0]}=W,{names[1]}=W,... instead")
+            return self.raw_terms(names[0])
+        terms = self.raw_terms()
+        unknown = [n for n, _ in terms if n != BASE and n not in names]
+        if unknown:
+            raise ConfigError(f"--blend names {', '.join(unknown)}, which no --adapter NAME=DIR gives; "
+                              f"the adapters are {', '.join(names)} (and 'base')")
+        return terms
+
+    def record(self, adapters: Sequence[NamedAdapter], seed: int) -> dict[str, Any]:
+        """What an eval record keeps of the blend (part of its resume key)."""
+        out: dict[str, Any] = {"mode": self.blend_mode, "weights": dict(self.terms(adapters)),
+                               "base_scale": self.blend_base_scale,
+                               "adapters": {a.name: a.describe() for a in adapters}}
+        if self.blend_mode == "random-step":
+            out["seed"] = seed  # the draws come from the sampler's generator
+        return out

@@ -97,9 +97,22 @@ def _eval_split(v: Mapping[str, Any]) -> str:
 
 def _eval_out(v: Mapping[str, Any]) -> str:
     """runs/eval/TASK-MODEL"""
-    name = "-".join(p for p in (v.get("model"), v.get("adapter"), v.get("adapter_subfolder")) if p)
+    parts = [v.get("model"), v.get("adapter"), v.get("adapter_subfolder"), v.get("blend"), v.get("blend_base_scale")]
+    flat = [str(x) for p in parts for x in ((p,) if isinstance(p, (str, int, float)) else (p or ()))]
+    if v.get("blend_mode") not in (None, "sum"):
+        flat.append(str(v["blend_mode"]))
+    name = "-".join(p for p in flat if p)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__")).strip("_")[-120:]
     return str(Path("runs") / "eval" / f"{v['task']}-{name}")
+
+
+def _merge_model(v: Mapping[str, Any]) -> str:
+    """the base model the first --adapter names"""
+    from dllmrl.config import ModelConfig
+    from dllmrl.models.merge import adapter_base, plain_or_named
+
+    adapters = plain_or_named(v.get("adapter"), v.get("adapter_subfolder"))
+    return (adapter_base(adapters[0].source, adapters[0].subfolder) if adapters else None) or ModelConfig.model
 
 
 # Each command's published settings where they differ from the dataclass defaults. A callable is
@@ -111,6 +124,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "sft": {"prompt_style": "train", "gen_len": 256},
     "reward-model": {"prompt_style": "train", "gen_len": 256, "model": "tiny-sudoku"},
     "bench": {"model": "tiny-sudoku"},
+    "merge": {"model": _merge_model},
 }
 
 _SAMPLER = {k: k for k in ("gen_len", "steps", "block_len", "temperature", "remasking", "decode", "threshold")}

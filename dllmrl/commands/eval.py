@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dllmrl.commands.options import Resolved, config_options
-from dllmrl.config import GuidanceConfig, ModelConfig
+from dllmrl.config import BlendConfig, GuidanceConfig, ModelConfig
 from dllmrl.evaluation.loop import EvalConfig
 
 EPILOG = """Examples:
@@ -19,10 +19,12 @@ EPILOG = """Examples:
 
   dllmrl eval math500 --adapter REPO --adapter-subfolder math/egspo-sa --out runs/eval/math-egspo-sa
 
+  dllmrl eval gsm8k --adapter gsm8k=REPO:gsm8k/egspo-sa --adapter math=REPO:math/egspo-sa --blend gsm8k=0.5,math=0.5
+
 Rerunning the same command resumes: examples that already have a record are not generated again.
 """
 
-@config_options("eval", EvalConfig, ModelConfig, GuidanceConfig)
+@config_options("eval", EvalConfig, ModelConfig, GuidanceConfig, BlendConfig)
 def eval_command(
     task: Annotated[Optional[str], typer.Argument(help="Task pack (dllmrl ls tasks): sudoku, countdown, gsm8k, math500, humaneval, mbpp; may come from --config.")] = None,
     opts: Resolved = None,  # type: ignore[assignment]
@@ -44,8 +46,15 @@ def eval_command(
     cfg = opts.build(EvalConfig)
     pack.check_split(cfg.split)
     pack.check_style(cfg.prompt_style)
-    mcfg, gcfg = opts.build(ModelConfig), opts.build(GuidanceConfig)
+    mcfg, gcfg, bcfg = opts.build(ModelConfig), opts.build(GuidanceConfig), opts.build(BlendConfig)
     from dataclasses import replace
+
+    from dllmrl.adapter_spec import named_adapters
+    from dllmrl.sampling.blend import apply_blend, check_blend
+
+    named = named_adapters(mcfg.adapter, mcfg.adapter_subfolder)
+    check_blend(bcfg, named, cfg.cache)  # a bad blend fails before the weights load
+    blend = bcfg.record(named, cfg.seed) if bcfg.active else None
 
     from dllmrl.evaluation.shards import Ranks, join_launch
 
@@ -58,13 +67,15 @@ def eval_command(
     shown["steps"] = steps if steps is not None else "gen_len / 2"
     if gcfg.guidance != "none":
         shown.update({k: v for k, v in gcfg.__dict__.items() if v is not None})
+    if blend is not None:
+        shown["blend"] = blend
     if main:
         err.print(kv_table("dllmrl eval", shown))
 
     from dllmrl.config import model_max_positions
     from dllmrl.models import load_model
 
-    adapter_ = load_model(mcfg)
+    adapter_ = apply_blend(load_model(mcfg), bcfg, named, cfg.cache)
     for g in cfg.gen_lens:  # before any sampling allocates for a length the model cannot hold
         cfg.sampler_config(g).check_fits(model_max_positions(adapter_.model))
     reward = None
@@ -73,7 +84,11 @@ def eval_command(
 
         reward = load_reward_model(gcfg.reward_model, adapter_.device, adapter_.dtype)
         check_vocabularies(adapter_, reward)
-    info = {"model": model, "adapter": adapter, "adapter_subfolder": adapter_subfolder}
+    # as JSON reads it back (records are compared as dicts): several adapters are a list
+    info = {"model": model, "adapter": list(adapter) if isinstance(adapter, tuple) else adapter,
+            "adapter_subfolder": list(adapter_subfolder) if isinstance(adapter_subfolder, tuple) else adapter_subfolder}
+    if blend is not None:  # part of every record's settings, so a changed blend regenerates
+        info["blend"] = blend
     if not main:  # the other ranks generate their share; rank 0 reports
         from dllmrl.evaluation.loop import evaluate
 

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Callable, List, Optional
 import typer
 
 from dllmrl.config import flag, parse_gen_lens, parse_reward_weights
+from dllmrl.adapter_spec import parse_adapter_flags
 
 
 @lru_cache(maxsize=None)
@@ -64,6 +65,9 @@ SPECS: dict[str, Spec] = {
     # bench times several settings: one --cache / --decode per setting, as sample and eval spell them
     "caches": Spec(("--cache",), List[str], tuple),
     "decodes": Spec(("--decode",), List[str], tuple),
+    # repeatable for a blend (--adapter sudoku=DIR --adapter countdown=DIR); one plain value stays a string
+    "adapter": Spec(("--adapter",), List[str], parse_adapter_flags),
+    "adapter_subfolder": Spec(("--adapter-subfolder",), List[str], parse_adapter_flags),
 }
 
 

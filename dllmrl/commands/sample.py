@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from dllmrl.commands.options import Resolved, config_options
-from dllmrl.config import GuidanceConfig, ModelConfig, SamplerConfig, model_max_positions
+from dllmrl.config import BlendConfig, GuidanceConfig, ModelConfig, SamplerConfig, model_max_positions
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,12 @@ EPILOG = """Examples:
   dllmrl sample "Solve this sudoku: 1030..." --model checkpoints/tiny-sudoku --gen-len 64 --steps 32
 
   dllmrl sample "hello" --model checkpoints/tiny-sudoku --json > traj.json
+
+  dllmrl sample "..." --model BASE --adapter sudoku=DIR1 --adapter countdown=DIR2 --blend sudoku=0.5,countdown=0.5
 """
 
 
-@config_options("sample", SamplerConfig, ModelConfig, GuidanceConfig, SampleConfig)
+@config_options("sample", SamplerConfig, ModelConfig, GuidanceConfig, BlendConfig, SampleConfig)
 def sample_command(
     prompt: Annotated[str, typer.Argument(help="The user message (the chat template is applied unless --raw).")],
     no_live: Annotated[bool, typer.Option("--no-live", help="Do not show the live unmasking view.")] = False,
@@ -48,6 +50,7 @@ def sample_command(
     Options not given come from --config, then the model directory's dllmrl.json, then the defaults shown.
     """
     scfg, mcfg, gcfg = opts.build(SamplerConfig), opts.build(ModelConfig), opts.build(GuidanceConfig)
+    bcfg = opts.build(BlendConfig)
     seed, raw, prefill = opts["seed"], opts["raw"], opts["prefill"]
     model, adapter = mcfg.model, mcfg.adapter
 
@@ -61,7 +64,12 @@ def sample_command(
     from dllmrl.models import load_model
     from dllmrl.ui import UnmaskView, stderr_console
 
-    adapter_ = load_model(mcfg)
+    from dllmrl.adapter_spec import named_adapters
+    from dllmrl.sampling.blend import apply_blend, check_blend
+
+    named = named_adapters(mcfg.adapter, mcfg.adapter_subfolder)
+    check_blend(bcfg, named, scfg.cache)  # a bad blend fails before the weights load
+    adapter_ = apply_blend(load_model(mcfg), bcfg, named, scfg.cache)
     text = adapter_.render_prompt(prompt, chat=not raw, prefill=prefill)
     ids, attn = adapter_.encode([text])
     scfg.check_fits(model_max_positions(adapter_.model), ids.shape[1])
@@ -105,7 +113,8 @@ def sample_command(
             "unmask_step": traj.unmask_step[0].tolist(), "step_entropy": ent,
             "step_logp": traj.step_logp[0].tolist(), "step_count": traj.step_count[0].tolist(),
             "nfe": traj.nfe, "seconds": round(elapsed, 4), "text": completion,
-            "config": {**scfg.__dict__, **gcfg.__dict__, "model": model, "adapter": adapter, "seed": seed},
+            "config": {**scfg.__dict__, **gcfg.__dict__, "model": model, "adapter": adapter, "seed": seed,
+                       **({"blend": bcfg.record(named, seed)} if bcfg.active else {})},
         }
         typer.echo(json.dumps(out))
         return

@@ -52,6 +52,9 @@ def train_command(
         raise ConfigError("dllmrl train needs a TASK (e.g. dllmrl train sudoku) or a --config file that names one")
     cfg = opts.build(TrainConfig, reward_weights=opts["reward_weights"] or ())
     mcfg = opts.build(ModelConfig)
+    from dllmrl.adapter_spec import single_adapter
+
+    single_adapter(mcfg.adapter, mcfg.adapter_subfolder, "train")  # several adapters blend only at sampling time
     scfg = training_sampler_config(mcfg.model, **opts.build(SamplerConfig).__dict__)
     check_no_cache(scfg)
     check_k_steps(cfg, scfg)

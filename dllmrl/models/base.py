@@ -112,6 +112,10 @@ class ModelAdapter:
         raw = split.cached_trunk(self._base(), input_ids[:, s:end], attn, pos[:, s:end], cache)  # (B, end - s, d)
         return raw[:, :-1] if s < start else self._shift(raw)
 
+    def begin_step(self, generator: torch.Generator | None) -> None:
+        """Called by the sampler before each denoising step's forward; a random-step adapter blend draws
+        its term here, from the sampler's generator (dllmrl.sampling.blend). Nothing for a plain model."""
+
     @property
     def supports_cache(self) -> bool:
         """Whether ``hidden`` takes a Fast-dLLM key/value cache (dllmrl's native LLaDA and Dream)."""

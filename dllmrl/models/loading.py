@@ -134,10 +134,14 @@ def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     source = resolve_source(cfg.model)
-    if cfg.adapter:  # before the weights load: an adapter for another base model is refused at once
+    from dllmrl.adapter_spec import named_adapters
+
+    adapters = named_adapters(cfg.adapter, cfg.adapter_subfolder)
+    if adapters:  # before the weights load: an adapter for another base model is refused at once
         from dllmrl.model_defaults import check_adapter_base
 
-        check_adapter_base(cfg.model, cfg.adapter, cfg.adapter_subfolder)
+        for a in adapters:
+            check_adapter_base(cfg.model, a.source, a.subfolder)
     model_type = read_model_type(source)
     try:
         family = MODELS.get(model_type)
@@ -164,8 +168,8 @@ def load_model(cfg: ModelConfig, *, quantization_config=None) -> ModelAdapter:
     finally:
         _EXTRA_KWARGS.reset(token)
     adapter.name = cfg.model
-    if cfg.adapter:
-        adapter.model = load_peft_adapter(adapter.model, cfg.adapter, cfg.adapter_subfolder)
+    for i, a in enumerate(adapters):  # the first wraps the model in peft; the others join it by name
+        adapter.model = load_peft_adapter(adapter.model, a.source, a.subfolder, name=a.peft_name, join=i > 0)
     if quantization_config is None:  # quantised weights were placed by device_map and cannot move
         adapter.model.to(device)
     adapter.model.eval()
@@ -185,14 +189,19 @@ def damaged_weights(source: str) -> str:
     return f"a weights file of {source}"
 
 
-def load_peft_adapter(model, adapter: str, subfolder: str | None = None, *, trainable: bool = False):
+def load_peft_adapter(model, adapter: str, subfolder: str | None = None, *, trainable: bool = False,
+                      name: str = "default", join: bool = False):
+    """Attach a peft adapter under ``name``; ``join``: ``model`` is already a PeftModel and gains one more."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
     source = resolve_source(adapter, what="--adapter", filename="adapter_config.json", subfolder=subfolder)
     kwargs = {"subfolder": subfolder} if subfolder else {}
     try:
-        return PeftModel.from_pretrained(model, source, is_trainable=trainable, **kwargs)
+        if join:
+            model.load_adapter(source, adapter_name=name, is_trainable=trainable, **kwargs)
+            return model
+        return PeftModel.from_pretrained(model, source, adapter_name=name, is_trainable=trainable, **kwargs)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise ModelLoadError(f"--adapter '{adapter}' could not be loaded onto --model: {e}") from None
     except RuntimeError as e:  # torch's "size mismatch" list: the adapter was made for another architecture

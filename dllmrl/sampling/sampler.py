@@ -247,6 +247,7 @@ def sample(
                 break  # threshold decoding finished this block early
             # 2. One forward over the whole batch (two with CFG); the head comes later, where it is needed.
             window = _cache_window(cfg, i, lo, hi, x.shape[1]) if cache is not None else None
+            model.begin_step(generator)
             at = _step_logits(model, x, attn, prompt_mask, cfg.cfg_scale, guide, P, cache, window)
             nfe += 1
             # 3. Candidates, and 4. their confidence, at the block's still-masked positions only.

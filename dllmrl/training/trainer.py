@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import torch
 
+from dllmrl.adapter_spec import single_adapter
 from dllmrl.config import ModelConfig, SamplerConfig, model_max_positions
 from dllmrl.errors import ConfigError, DataError, DllmrlError
 from dllmrl.methods import Rollout, get_method
@@ -135,11 +136,12 @@ class Trainer:
             raise DataError(f"task '{self.task.name}' has an empty train split")
         self.prefill = response_prefix(self.task, cfg.prompt_style)
         seed_everything(cfg.seed)  # identically on every rank: LoRA's initial weights must agree
+        init, init_sub = single_adapter(mcfg.adapter, mcfg.adapter_subfolder, "train")
         base_cfg = replace(mcfg, device=str(acc.device), adapter=None, adapter_subfolder=None)
         adapter = load_model_4bit(base_cfg) if cfg.load_in_4bit else load_model(base_cfg)
         scfg.check_fits(model_max_positions(adapter.model))  # before a rollout allocates for a --gen-len too long
         add_lora(adapter, LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-                 init_adapter=mcfg.adapter, init_subfolder=mcfg.adapter_subfolder)
+                 init_adapter=init, init_subfolder=init_sub)
         adapter._takes_position_ids()  # decide before DDP hides the forward's signature
         # Every pass of the policy embeds its ids first (the whole forward, the hidden-states trunk the
         # sampler and micro-steps run, the reference model under disable_adapter): count there.
