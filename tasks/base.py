@@ -55,10 +55,15 @@ def get_task(name: str) -> "TaskBase":
     from dllmrl.errors import DllmrlError
     from dllmrl.registry import TASKS
 
-    if "+" in name:  # 'sudoku+countdown': a mixture, each example scored by its own pack
-        from dllmrl.tasks.mixture import Mixture
+    if "+" in name:  # 'sudoku+countdown*3': a mixture (weighted), each example scored by its own pack
+        from dllmrl.tasks.mixture import Mixture, parse_pack
 
-        return Mixture([get_task(n) for n in name.split("+")])
+        packs = [parse_pack(part, name) for part in name.split("+")]
+        return Mixture([get_task(n) for n, _ in packs], [w for _, w in packs])
+    if "*" in name:
+        from dllmrl.errors import ConfigError
+
+        raise ConfigError(f"task '{name}': a weight ('*') only makes sense in a mixture, e.g. 'sudoku+countdown*3'")
     obj = TASKS.get(name)
     task = obj() if isinstance(obj, type) else obj
     if not isinstance(task, TaskBase):

@@ -4,6 +4,12 @@
     mix.load("train+generated", prompt_style="compact")   # Sudoku's 'train' with Countdown's 'generated'
     mix.load("validation", prompt_style="compact")        # both packs' 'validation'
 
+Weights: ``"sudoku+countdown*3"`` draws Countdown three times as often as Sudoku. A weighted
+mixture interleaves the packs in cycles of ``w`` examples from each pack (weights (1, 3): one Sudoku,
+three Countdown, one Sudoku, ...) and keeps the proportion exactly in every split: each pack gives
+``w * m`` examples, m the largest count every pack can afford (so a shuffled SFT stream also sees
+1:3). Without weights the packs take turns one example each and nothing is left out.
+
 Splits: a plain name (``validation``) takes that split of every pack, so it must exist in all of
 them; ``a+b`` names one split per pack, in the mixture's order (``train+generated``). The packs'
 examples are interleaved: one from each pack in turn while every pack has some left, then
@@ -31,13 +37,33 @@ from dllmrl.tasks.base import Example, RewardFn, TaskBase, check_choice
 from dllmrl.tasks.common import LazySplit
 
 SEP = "+"
+WEIGHT = "*"
 
 
-def interleave_index(i: int, lengths: Sequence[int]) -> tuple[int, int]:
+def parse_pack(part: str, mixture: str) -> tuple[str, int]:
+    """``"countdown*3"`` -> ("countdown", 3); ``"sudoku"`` -> ("sudoku", 1); ConfigError for a bad weight."""
+    name, star, weight = part.partition(WEIGHT)
+    if not star:
+        return name, 1
+    if not weight.isdigit() or int(weight) < 1:
+        raise ConfigError(f"task '{mixture}': the weight of pack '{name}' must be a whole number >= 1 after "
+                          f"'{WEIGHT}' (got '{weight}'), e.g. 'sudoku{SEP}countdown{WEIGHT}3'")
+    return name, int(weight)
+
+
+def interleave_index(i: int, lengths: Sequence[int], weights: Sequence[int] | None = None) -> tuple[int, int]:
     """Position ``i`` of the interleaved sequence -> (part, index within that part).
 
     Round robin over the parts that still have items: lengths (3, 1) give (0,0) (1,0) (0,1) (0,2).
+    Weights take ``w`` items of a part per turn: part k is split into w_k lanes (lane r holds its
+    items r, r + w_k, ...) and the lanes take turns, so lengths (2, 4) with weights (1, 3) give
+    (0,0) (1,0) (1,1) (1,2) (0,1) (1,3).
     """
+    if weights is not None and any(w != 1 for w in weights):
+        lanes = [(k, r, w) for k, w in enumerate(weights) for r in range(w)]
+        lane, j = interleave_index(i, [max(0, -(-(lengths[k] - r) // w)) for k, r, w in lanes])
+        k, r, w = lanes[lane]
+        return k, r + j * w
     live = [k for k, n in enumerate(lengths) if n > 0]
     done = 0  # items each live part has already given
     while live:
@@ -55,15 +81,20 @@ class Mixture(TaskBase):
 
     headline = "accuracy"
 
-    def __init__(self, tasks: Sequence[TaskBase]):
+    def __init__(self, tasks: Sequence[TaskBase], weights: Sequence[int] | None = None):
         super().__init__()
         if len(tasks) < 2:
             raise ConfigError("a task mixture needs at least two packs, e.g. 'sudoku+countdown'")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ConfigError(f"task '{SEP.join(names)}' names a pack twice; name each pack once")
+        weights = list(weights) if weights is not None else [1] * len(tasks)
+        if len(weights) != len(tasks) or any(not isinstance(w, int) or w < 1 for w in weights):
+            raise ConfigError(f"task '{SEP.join(names)}': give one whole-number weight >= 1 per pack (got {weights})")
         self.tasks = {t.name: t for t in tasks}
-        self.name = SEP.join(names)
+        self.weights = weights
+        self.weighted = any(w != 1 for w in weights)
+        self.name = SEP.join(n if w == 1 else f"{n}{WEIGHT}{w}" for n, w in zip(names, weights))
         self.prompt_styles = tuple(s for s in tasks[0].prompt_styles if all(s in t.prompt_styles for t in tasks))
         if not self.prompt_styles:
             raise ConfigError(f"task '{self.name}': its packs have no prompt style in common")
@@ -83,10 +114,13 @@ class Mixture(TaskBase):
         shared = [s for s in first.splits() if all(s in t.splits() for t in self.tasks.values())]
         return {s: sum(self._lengths(s, [t.splits()[s] for t in self.tasks.values()])) for s in shared}
 
-    @staticmethod
-    def _lengths(split: str, lengths: list[int]) -> list[int]:
-        """How many examples each pack gives: all of them, except in the balanced 'train' split."""
-        return [min(lengths)] * len(lengths) if split == "train" else lengths
+    def _lengths(self, split: str, lengths: list[int]) -> list[int]:
+        """How many examples each pack gives: all of them, except in the balanced 'train' split and in
+        every split of a weighted mixture, where pack k gives w_k * m (m: the most every pack affords)."""
+        if split != "train" and not self.weighted:
+            return lengths
+        m = min(n // w for n, w in zip(lengths, self.weights))
+        return [w * m for w in self.weights]
 
     def member_splits(self, split: str) -> list[str]:
         """The split of each pack that ``split`` names, in the mixture's order; ConfigError when one is missing."""
@@ -106,7 +140,7 @@ class Mixture(TaskBase):
         lengths = self._lengths(split, [len(p) for p in parts])
 
         def make(i: int) -> Example:
-            k, j = interleave_index(i, lengths)
+            k, j = interleave_index(i, lengths, self.weights)
             ex = parts[k][j]
             return Example(f"{packs[k].name}/{ex.id}", ex.prompt, ex.target, {**ex.meta, "task": packs[k].name})
 

@@ -1,4 +1,4 @@
-"""The tiny native LLaDA builder and the 'sudoku+countdown' task mixture."""
+"""The tiny native LLaDA builder and the 'sudoku+countdown' task mixture (and its weights, 'sudoku+countdown*3')."""
 
 from __future__ import annotations
 
@@ -105,6 +105,52 @@ def test_mixture_splits_interleave_both_packs(mix):
 def test_mixture_split_errors_name_the_pack(mix, split, message):
     with pytest.raises(ConfigError, match=message):
         mix.load(split, prompt_style="compact")
+
+
+@pytest.mark.parametrize("lengths, weights, order", [
+    # weights (1, 3): one of part 0, three of part 1, in turn
+    ((2, 6), (1, 3), [(0, 0), (1, 0), (1, 1), (1, 2), (0, 1), (1, 3), (1, 4), (1, 5)]),
+    # part 1 runs short in the second turn: its last item comes in order, then part 0 finishes
+    ((3, 4), (1, 3), [(0, 0), (1, 0), (1, 1), (1, 2), (0, 1), (1, 3), (0, 2)]),
+    ((4, 2), (2, 1), [(0, 0), (0, 1), (1, 0), (0, 2), (0, 3), (1, 1)]),
+    ((2, 2), (1, 1), [(0, 0), (1, 0), (0, 1), (1, 1)]),  # all weights 1: plain turns
+])
+def test_weighted_interleave_takes_w_items_per_turn(lengths, weights, order):
+    assert [interleave_index(i, lengths, weights) for i in range(sum(lengths))] == order
+    with pytest.raises(IndexError):
+        interleave_index(sum(lengths), lengths, weights)
+
+
+def test_weighted_mixture_keeps_its_proportion_in_every_split():
+    mix3 = get_task("sudoku+countdown*3")
+    assert mix3.name == "sudoku+countdown*3" and mix3.weights == [1, 3]
+    # validation: 500 of each pack -> m = 500 // 3 = 166 turns: 166 Sudoku, 498 Countdown
+    val = mix3.load("validation", prompt_style="compact")
+    assert len(val) == mix3.splits()["validation"] == 166 + 498
+    assert [val[i].meta["task"] for i in range(5)] == ["sudoku", "countdown", "countdown", "countdown", "sudoku"]
+    assert [val[i].id for i in (5, 663)] == ["countdown/validation-3", "countdown/validation-497"]
+    # test: Countdown's 256 limit it to 85 turns (85 Sudoku, 255 Countdown)
+    assert mix3.splits()["test"] == 85 + 255
+    # SFT's split: a million of each -> 333,333 Sudoku and 999,999 Countdown, so a shuffled stream is 1:3 too
+    assert len(mix3.load("train+generated", prompt_style="compact")) == 333_333 * 4
+
+
+@pytest.mark.parametrize("name, message", [
+    ("sudoku+countdown*0", r"^task 'sudoku\+countdown\*0': the weight of pack 'countdown' must be a whole number >= 1"),
+    ("sudoku+countdown*x", r"\(got 'x'\), e.g. 'sudoku\+countdown\*3'$"),
+    ("sudoku*1.5+countdown", r"weight of pack 'sudoku' .* \(got '1.5'\)"),
+    ("sudoku+countdown*", r"\(got ''\)"),
+    ("countdown*3", r"^task 'countdown\*3': a weight \('\*'\) only makes sense in a mixture"),
+])
+def test_bad_mixture_weights_are_one_clear_line(name, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        get_task(name)
+    assert "\n" not in str(err.value)
+
+
+def test_mixture_refuses_weights_that_do_not_match_its_packs():
+    with pytest.raises(ConfigError, match=r"one whole-number weight >= 1 per pack \(got \[1\]\)"):
+        Mixture([get_task("sudoku"), get_task("countdown")], [1])
 
 
 def test_each_example_is_scored_by_its_own_pack(mix):
