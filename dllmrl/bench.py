@@ -10,8 +10,10 @@ medians over ``repeats`` after ``warmup`` runs, synchronised on CUDA.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -47,10 +49,49 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
     return statistics.median(times)
 
 
+M_MMAP_THRESHOLD = -3
+"""glibc's mallopt parameter number for the mmap threshold."""
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (musl and others lack them: AttributeError)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_freed_memory() -> bool:
+    """On glibc: allocate blocks of 1 MiB and more with mmap from now on, and trim the heap; False elsewhere.
+
+    glibc raises its mmap threshold as large blocks are freed (up to 32 MB), after which 4-32 MB
+    tensors come from the heap and stay in the process when freed; a CPU peak then counts that
+    retained heap. A fixed threshold turns the dynamic rise off, so a freed tensor leaves at once.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    libc.malloc_trim(0)
+    return ok
+
+
+def trim_heap() -> None:
+    """Hand glibc's free heap pages back to the system (a no-op off glibc)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def timed_rounds(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
-                 warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+                 warmup: int, trim: bool = False) -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds and peak memory (MB) of each function, run round-robin (one of each per round)
-    so that a drifting machine load weighs on a measure and its floor alike."""
+    so that a drifting machine load weighs on a measure and its floor alike; ``trim``: trim the heap
+    before each (see release_freed_memory)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -58,6 +99,8 @@ def timed_rounds(fns: dict[str, Callable[[], Any]], device: torch.device, repeat
     peaks: dict[str, float] = {k: 0.0 for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if trim:
+                trim_heap()
             with PhasePeak(device) as mem:
                 _sync(device)
                 t0 = time.perf_counter()
@@ -121,8 +164,10 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
     """Measure the floors, the sampler and (when given) the training micro-step. Returns a flat dict.
 
     ``*_peak_mb`` is the peak memory of that measure alone (see PhasePeak); ``peak_rss_mb`` the process's.
+    ``malloc_trim`` in the result: whether freed memory was returned to the system (cfg.malloc_trim on glibc).
     """
     device = model.device
+    trim = cfg.malloc_trim and release_freed_memory()
     scfg = SamplerConfig(gen_len=cfg.gen_len, steps=cfg.total_steps, block_len=cfg.block_len)
     ids, attn = random_prompts(model, cfg, device)
     x = torch.cat([ids, torch.full((cfg.batch_size, cfg.gen_len), model.mask_id, device=device)], 1)
@@ -131,7 +176,7 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
     out: dict[str, Any] = {"device": str(device), "dtype": str(model.dtype).replace("torch.", ""),
                            "vocab_size": model.vocab_size, "batch_size": cfg.batch_size,
                            "prompt_len": cfg.prompt_len, "gen_len": cfg.gen_len, "steps": cfg.total_steps,
-                           "k_steps": cfg.k_steps, "threads": torch.get_num_threads()}
+                           "k_steps": cfg.k_steps, "threads": torch.get_num_threads(), "malloc_trim": trim}
 
     @torch.no_grad()
     def floor() -> None:
@@ -151,7 +196,7 @@ def run_bench(model: ModelAdapter, cfg: BenchConfig, *, train_step: "TrainStepFn
         "sampler": lambda: sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed)),
         "rollout": rollout,
         "floor": floor,
-    }, device, cfg.repeats, cfg.warmup)
+    }, device, cfg.repeats, cfg.warmup, trim)
     for name in ("sampler", "rollout", "floor"):
         out[f"{name}_s"], out[f"{name}_peak_mb"] = secs[name], peaks[name]
     out["tokens_per_s"] = cfg.batch_size * cfg.gen_len / out["sampler_s"]
@@ -179,7 +224,7 @@ def _time_train_step(model: ModelAdapter, cfg: BenchConfig, traj: Trajectory, tr
         "train_batched": lambda: train_step.batched(model, traj, steps),
         "train_per_sample": lambda: train_step.per_sample(model, traj, steps),
         "train_floor": lambda: train_step.floor(model, states, traj.attention_mask),
-    }, device, cfg.repeats, cfg.warmup)
+    }, device, cfg.repeats, cfg.warmup, bool(out["malloc_trim"]))
     for name in secs:
         out[f"{name}_s"], out[f"{name}_peak_mb"] = secs[name], peaks[name]
     out["train_floor_ratio"] = out["train_batched_s"] / out["train_floor_s"]
@@ -210,6 +255,8 @@ def _time_settings(model: ModelAdapter, cfg: BenchConfig, ids: Tensor, attn: Ten
                 def run() -> None:
                     nfe[:] = [sample(model, ids, attn, scfg, generator=gen.manual_seed(cfg.seed), greedy_at=keep).nfe]
 
+                if cfg.malloc_trim:
+                    trim_heap()
                 with PhasePeak(device) as mem:
                     secs = timed(run, device, cfg.repeats, cfg.warmup)
                 row.update({f"{name}_s": secs, f"{name}_tokens_per_s": cfg.batch_size * cfg.gen_len / secs,

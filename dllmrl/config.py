@@ -256,6 +256,9 @@ class BenchConfig:
     """Decoding rules to time them under (--decode, repeatable)."""
     threshold: float = 0.9
     """Confidence threshold for --decode threshold."""
+    malloc_trim: bool = True
+    """On Linux with glibc: return freed memory to the system (blocks of 1 MiB and more mmapped, the heap
+    trimmed before each measure), so a CPU peak is the memory the measure uses, not glibc's retained heap."""
 
     def __post_init__(self) -> None:
         check_finite(self)

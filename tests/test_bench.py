@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from typer.testing import CliRunner
@@ -88,3 +89,8 @@ def test_shapes_restate_the_published_configs():
     _, dream = shape_config("dream-7b", layers=3)
     assert (dream.hidden_size, dream.num_hidden_layers, dream.num_attention_heads, dream.num_key_value_heads,
             dream.intermediate_size, dream.vocab_size) == (3584, 3, 28, 4, 18944, 152064)
+
+
+def test_no_malloc_trim_is_reported_and_leaves_the_allocator_alone():
+    off = run_bench(random_tiny_adapter(100, hidden=16), dataclasses.replace(SMALL, malloc_trim=False))
+    assert off["malloc_trim"] is False

@@ -209,3 +209,35 @@ def test_cfg_changes_logits_and_keeps_schedule(tiny):
 def test_bad_sampler_config_names_the_flag(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         SamplerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("eos_limit", [False, True])
+def test_keeper_with_ties_and_skipped_steps_keeps_the_top_k_and_their_completions(eos_limit):
+    # Scores on a coarse grid (many ties), some steps revealing nothing (-inf), many steps where no row
+    # enters (update gets no completion and may skip its work): the kept steps must still be exactly the
+    # top K, and each kept completion the one given at its own step (filled with the step number).
+    g = torch.Generator().manual_seed(3)
+    B, T, G, k = 5, 40, 6, 3
+    ent = torch.randint(0, 4, (B, T), generator=g).float()
+    ent[torch.rand((B, T), generator=g) < 0.2] = float("-inf")
+    non_eos = torch.rand((B, T), generator=g) < 0.6
+    # high-entropy EOS-only steps, then the last non-EOS step with the lowest score (it enters nothing,
+    # yet must move those pending steps into the kept set), then EOS only
+    ent[:, 25:30], non_eos[:, 25:30] = 5.0, False
+    ent[:, 30], non_eos[:, 30], non_eos[:, 31:] = -1.0, True, False
+    keeper = TopEntropySteps(k, eos_limit=eos_limit)
+    keeper.start(B, G, torch.device("cpu"))
+    skipped = 0
+    for t in range(T):
+        need = keeper.wants(t, ent[:, t], non_eos[:, t])
+        greedy = None
+        if bool(need.any()):
+            greedy = torch.where(need.view(B, 1), torch.full((B, G), t), torch.full((B, G), -7))
+        skipped += greedy is None
+        keeper.update(t, ent[:, t], non_eos[:, t], greedy)
+    steps, tokens = keeper.result()
+    last = last_non_eos_step(non_eos) if eos_limit else None
+    assert skipped > 0
+    assert torch.equal(steps, top_k_entropy_steps(ent, k, last))
+    kept = steps >= 0
+    assert torch.equal(tokens[kept], steps[kept].view(-1, 1).expand(-1, G))

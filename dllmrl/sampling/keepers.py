@@ -83,6 +83,10 @@ class TopEntropySteps:
         return enters & torch.isfinite(score)
 
     def update(self, t: int, score: Tensor, non_eos: Tensor, greedy: Tensor | None) -> None:
+        if greedy is None and not bool(torch.isfinite(self.p_score).any()):
+            # No row's step enters (see wants) and P is empty, so nothing merges: H and P stay as they are.
+            # (A step that does not enter ranks after H's K: lower score, or a tie lost to an earlier step.)
+            return
         B = score.shape[0]
         new_step = torch.full((B, 1), t, dtype=torch.long, device=score.device)
         new_tok = greedy.unsqueeze(1) if greedy is not None else torch.zeros_like(self.h_tok[:, :1])

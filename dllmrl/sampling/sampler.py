@@ -30,8 +30,11 @@ from dllmrl.sampling.trajectory import StepEvent, Trajectory
 
 log = logging.getLogger(__name__)
 
-CHUNK_ELEMENTS = 1 << 22
-"""Logits per chunk of rows in the per-position work (4M: 32 MB in float64)."""
+CHUNK_ELEMENTS = 1 << 20
+"""Logits per chunk of rows in the per-position work (1M: 8 MB in float64). The work on one chunk
+peaks at about 20 bytes a logit (the float32 logits, the float64 noise, then logsumexp's float64
+copy), so a chunk costs about 20 MB whatever the vocabulary; at a small vocabulary a chunk holds
+every row anyway."""
 
 
 def transfer_schedule(masked: Tensor, steps: int) -> Tensor:
@@ -116,23 +119,32 @@ def gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generator
     """Candidate tokens: argmax of exp(logits) / (-log U) ** temperature, in float64 (low precision hurts, arXiv:2409.02908).
 
     Computed as its logarithm, logits - temperature * log(-log U): the same argmax without the
-    exp and the power over the vocabulary (and without exp overflowing above logit 709). The
-    noise is transformed in place: two (N, V) float64 tensors at a time, not five.
+    exp and the power over the vocabulary (and without exp overflowing above logit 709). Everything
+    happens in the noise tensor, the one (N, V) float64 tensor: -noise + logits (the float32 logits
+    promoted exactly) is the same number as logits - noise.
     """
     if temperature == 0:
         return logits.argmax(-1)
-    l64 = logits.to(torch.float64)
-    u = torch.rand(l64.shape, generator=generator, device=l64.device, dtype=torch.float64)
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
     noise = u.log_().neg_().log_().mul_(temperature)  # temperature * log(-log U)
-    return (l64 - noise).argmax(-1)
+    return noise.neg_().add_(logits).argmax(-1)
 
 
 def entropy_and_logp(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """(..., V) logits, (...) tokens -> entropy and log p of the tokens under the un-tempered softmax."""
+    """(..., V) logits, (...) tokens -> entropy and log p of the tokens under the un-tempered softmax.
+
+    Without autograd, p * log p is formed in p's own storage (the same numbers, one (..., V)
+    tensor fewer); with it, out of place.
+    """
     logp = F.log_softmax(logits.float(), dim=-1)
+    tok_logp = torch.gather(logp, -1, tokens.unsqueeze(-1)).squeeze(-1)
     p = logp.exp()
-    ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
-    return ent, torch.gather(logp, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    if torch.is_grad_enabled() and logp.requires_grad:
+        ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+    else:
+        vanish = ~(p > 0)  # p = 0 has log p = -inf; its term counts 0, not 0 * -inf
+        ent = -p.mul_(logp).masked_fill_(vanish, 0.0).sum(-1)
+    return ent, tok_logp
 
 
 def _make_cache(model: ModelAdapter, cfg: SamplerConfig, guide: object) -> KVCache | None:
@@ -183,10 +195,11 @@ def masked_stats(at: LogitsAt, rows: Tensor, cols: Tensor, temperature: float, w
         lm = at(rows[sl], cols[sl])  # (n, V)
         cand = gumbel_argmax(lm, temperature, generator)
         conf = None
-        if want_conf:
-            l64 = lm.to(torch.float64)  # p(x0) = softmax in float64, as LLaDA
-            conf = torch.exp(torch.gather(l64, 1, cand.unsqueeze(1)).squeeze(1) - torch.logsumexp(l64, -1))
+        if want_conf:  # p(x0) = softmax in float64, as LLaDA (the float32 logit converts exactly)
+            l_cand = torch.gather(lm, 1, cand.unsqueeze(1)).squeeze(1).to(torch.float64)
+            conf = torch.exp(l_cand - torch.logsumexp(lm.to(torch.float64), -1))
         parts.append((cand, conf, *entropy_and_logp(lm, cand)))
+        del lm  # before the next chunk's logits
     cand, conf, ent, logp = zip(*parts)
     return torch.cat(cand), (torch.cat(conf) if want_conf else None), torch.cat(ent), torch.cat(logp)
 
