@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Held-out accuracy and eval speed of every --cache x --decode combination on the shipped tiny LLaDA
-# (Sudoku, all 500 test puzzles, greedy), at the model's own settings (one block of 32) and with
-# blocks of 8 (four blocks: there the caches skip work). Writes results/speed/cache_accuracy.md.
+# (Sudoku, all 500 test puzzles, greedy), at the model's own settings (one block of 16) and with
+# blocks of 4 (four blocks: there the caches skip work). Writes results/speed/cache_accuracy.md.
 #
 #   bash scripts/cache_accuracy.sh
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MODEL=${MODEL:-checkpoints/tiny-llada}
 OUT=${OUT:-runs/cache-accuracy}
-for block in 32 8; do
+for block in 16 4; do
   for cache in none prefix dual; do
     for decode in fixed threshold; do
       dllmrl eval sudoku --model "$MODEL" --split test --batch-size 100 --block-len "$block" \
@@ -24,7 +24,7 @@ out = pathlib.Path(sys.argv[1])
 rows = ["| block_len | cache | decode | solved | cell acc | forwards per puzzle | eval s (500 puzzles) | speed vs none/fixed |",
         "|---|---|---|---|---|---|---|---|"]
 base = {}
-for block in (32, 8):
+for block in (16, 4):
     for cache in ("none", "prefix", "dual"):
         for decode in ("fixed", "threshold"):
             d = out / f"block{block}-{cache}-{decode}"
