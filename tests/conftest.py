@@ -29,3 +29,34 @@ def tiny(tiny_model_dir):
     from dllmrl.models import load_model
 
     return load_model(ModelConfig(model=tiny_model_dir, device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny model with a sharpened output norm, so that RL on the toy task sees confident, varied samples."""
+    from dllmrl.config import ModelConfig
+    from dllmrl.models import load_model
+
+    a = load_model(ModelConfig(model=tiny_model_dir, device="cpu", dtype="float32"))
+    with torch.no_grad():
+        a.model.head.norm.weight.mul_(10.0)
+    out = tmp_path_factory.mktemp("toy-model")
+    a.model.save_pretrained(out)
+    a.tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture()
+def count_sampling(monkeypatch):
+    """Record the batch size of every sampler call (resume tests: what was generated again)."""
+    import dllmrl.sampling.sampler
+
+    calls = []
+    real = dllmrl.sampling.sampler.sample
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dllmrl.sampling.sampler, "sample", counting)
+    return calls

@@ -9,7 +9,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import dllmrl.sampling.sampler
 from dllmrl.adapter_spec import named_adapters
 from dllmrl.cli import app
 from dllmrl.config import BlendConfig, ModelConfig, SamplerConfig
@@ -217,17 +216,6 @@ def test_merge_ties_and_bad_options(tiny_model_dir, lora, tmp_path):
         assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
 
 
-@pytest.fixture()
-def count_sampling(monkeypatch):
-    calls = []
-    real = dllmrl.sampling.sampler.sample
-
-    def counting(*args, **kwargs):
-        calls.append(args[1].shape[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(dllmrl.sampling.sampler, "sample", counting)
-    return calls
 
 
 def test_eval_records_carry_the_blend_and_a_new_blend_regenerates(tiny_model_dir, lora, tmp_path, count_sampling):

@@ -13,7 +13,7 @@ import torch
 from dllmrl.training.compute import ForwardCounter
 from dllmrl.training.metrics import read_metrics
 from dllmrl.training.trainer import train
-from test_trainer import SCFG, mcfg, toy_config, toy_model_dir  # noqa: F401 (fixture)
+from test_trainer import SCFG, mcfg, toy_config
 from toy_tasks import ToyLowercase
 
 B, T = 8, 4

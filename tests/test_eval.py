@@ -9,24 +9,12 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-import dllmrl.sampling.sampler
 from dllmrl.cli import app
 from dllmrl.evaluation.loop import EvalConfig, evaluate, read_records
 
 runner = CliRunner()
 
 
-@pytest.fixture()
-def count_sampling(monkeypatch):
-    calls = []
-    real = dllmrl.sampling.sampler.sample
-
-    def counting(*args, **kwargs):
-        calls.append(args[1].shape[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(dllmrl.sampling.sampler, "sample", counting)
-    return calls
 
 
 def test_eval_sudoku_writes_records_then_resumes(tiny_model_dir, tmp_path, count_sampling, monkeypatch):

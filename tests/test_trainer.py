@@ -26,17 +26,6 @@ from dllmrl.training.trainer import Trainer, TrainingInterrupted, train
 from toy_tasks import TOY_GEN_LEN, ToyLowercase
 
 
-@pytest.fixture(scope="module")
-def toy_model_dir(tiny_model_dir, tmp_path_factory) -> str:
-    from dllmrl.models import load_model
-
-    a = load_model(ModelConfig(model=tiny_model_dir, device="cpu", dtype="float32"))
-    with torch.no_grad():
-        a.model.head.norm.weight.mul_(10.0)
-    out = tmp_path_factory.mktemp("toy-model")
-    a.model.save_pretrained(out)
-    a.tokenizer.save_pretrained(out)
-    return str(out)
 
 
 SCFG = SamplerConfig(gen_len=TOY_GEN_LEN, steps=4, block_len=TOY_GEN_LEN, temperature=1.0)
