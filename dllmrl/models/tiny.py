@@ -36,22 +36,28 @@ class TinyConfig:
     """Seed for the random initial weights."""
 
 
-def build_char_tokenizer():
+def char_tokenizer(special: list[str], chars: list[str], chat_template: str, *, pad: str, mask: str, bos: str,
+                   eos: str, unk: str = "<unk>"):
+    """A fast tokenizer with one token per character (``chars``) after the ``special`` tokens, and a chat template."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(SPECIAL + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    vocab = {t: i for i, t in enumerate(special + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(SPECIAL)
+    tok.add_special_tokens(special)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-        bos_token="<bos>", eos_token="<eos>", extra_special_tokens=SPECIAL[5:],
+        tokenizer_object=tok, pad_token=pad, unk_token=unk, mask_token=mask, bos_token=bos, eos_token=eos,
+        extra_special_tokens=[t for t in special if t not in (pad, unk, mask, bos, eos)],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
+
+
+def build_char_tokenizer():
+    chars = [chr(i) for i in range(32, 127)] + ["\n"]
+    return char_tokenizer(SPECIAL, chars, CHAT_TEMPLATE, pad="<pad>", mask="<mask>", bos="<bos>", eos="<eos>")
 
 
 def build_tiny_model(tokenizer, cfg: TinyConfig = TinyConfig()):

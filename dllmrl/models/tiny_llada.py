@@ -46,20 +46,10 @@ class TinyLladaConfig:
 
 
 def build_llada_tokenizer():
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from dllmrl.models.tiny import char_tokenizer
 
-    vocab = {t: i for i, t in enumerate(SPECIAL + CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(SPECIAL)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<|pad|>", unk_token="<unk>", mask_token="<|mdm_mask|>",
-        bos_token="<|startoftext|>", eos_token="<|endoftext|>", extra_special_tokens=SPECIAL[5:],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return char_tokenizer(SPECIAL, CHARS, CHAT_TEMPLATE, pad="<|pad|>", mask="<|mdm_mask|>", bos="<|startoftext|>",
+                          eos="<|endoftext|>")
 
 
 def build_llada_model(tokenizer, cfg: TinyLladaConfig = TinyLladaConfig()):
