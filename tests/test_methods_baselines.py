@@ -332,7 +332,7 @@ def test_ls_methods_names_each_method_with_its_paper():
 def test_entropy_mass_cap_obeys_the_k_steps_check_of_step_selecting_methods(method, k, refused):
     """--k-steps caps entropy-mass's adaptive count and fixes the micro-steps, so the same K <= --steps bound holds;
     a method that selects no steps ignores --k-steps."""
-    from dllmrl.commands.train import check_k_steps
+    from dllmrl.training.trainer import check_k_steps
     from dllmrl.config import SamplerConfig
 
     cfg = TrainConfig(method=method, select="entropy-mass", entropy_mass=0.7, k_steps=k)

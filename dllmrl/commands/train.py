@@ -44,7 +44,9 @@ def train_command(
     d2-StepMerge (`dllmrl ls methods`)."""
     from dllmrl.config import config_dict
     from dllmrl.errors import ConfigError
-    from dllmrl.training.trainer import TrainingInterrupted, resolve_train_config, train, training_sampler_config
+    from dllmrl.training.trainer import (
+        TrainingInterrupted, check_k_steps, check_no_cache, resolve_train_config, train, training_sampler_config,
+    )
     from dllmrl.ui import kv_table, progress, stderr_console, table
     from dllmrl.tasks.base import get_task
 
@@ -56,7 +58,7 @@ def train_command(
 
     single_adapter(mcfg.adapter, mcfg.adapter_subfolder, "train")  # several adapters blend only at sampling time
     scfg = training_sampler_config(mcfg.model, **opts.build(SamplerConfig).__dict__)
-    check_no_cache(scfg)
+    check_no_cache(scfg)  # train() checks these too; here they fail before the config table is printed
     check_k_steps(cfg, scfg)
     task, model = cfg.task, mcfg.model
     main = _is_rank0()
@@ -93,28 +95,6 @@ def train_command(
                       f"adapter in {result.adapter_dir}", highlight=False)
         console.print(f"evaluate it with: dllmrl eval {task} --model {model} --adapter {result.adapter_dir}",
                       highlight=False)
-
-
-def check_k_steps(cfg: TrainConfig, scfg: SamplerConfig) -> None:
-    """A method that selects steps (EGSPO, EGSPO-SA) trains on K of the rollout's denoising steps: there must be at
-    least K of them. With ``--select entropy-mass`` K is the cap of the adaptive count and fixes the micro-steps per
-    rollout, so the same bound holds (slots past the rollout's steps could never be filled)."""
-    from dllmrl.errors import ConfigError
-    from dllmrl.methods import get_method
-
-    if get_method(cfg.method).selects_steps and cfg.k_steps > scfg.steps:
-        raise ConfigError(f"--k-steps {cfg.k_steps} is more than --steps {scfg.steps}: a rollout has only "
-                          f"{scfg.steps} steps to select from; pick --k-steps <= {scfg.steps}")
-
-
-def check_no_cache(scfg: SamplerConfig) -> None:
-    """Training scores the exact states its rollouts visited; a cached (approximate) rollout has other ones."""
-    from dllmrl.errors import ConfigError
-
-    if scfg.cache != "none" or scfg.cache_refresh:
-        flag = f"--cache {scfg.cache}" if scfg.cache != "none" else "--cache-refresh"
-        raise ConfigError(f"{flag} is for sample and eval only: training scores the exact states its rollouts "
-                          "visited, which a cached (approximate) rollout does not; drop it")
 
 
 def _is_rank0() -> bool:

@@ -358,5 +358,25 @@ def train(cfg: TrainConfig, scfg: SamplerConfig, mcfg: ModelConfig, *, task: Any
     """Train ``mcfg.model`` with LoRA on ``cfg.task`` by ``cfg.method``; see the module docstring."""
     from dllmrl.io.lock import RunDirLock
 
+    check_no_cache(scfg)  # before any model work
+    check_k_steps(cfg, scfg)
+
     with RunDirLock(cfg.run_dir, "dllmrl train", option="--output"):  # one training per run directory
         return Trainer(cfg, scfg, mcfg, task=task, on_step=on_step).run()
+
+
+def check_k_steps(cfg: TrainConfig, scfg: SamplerConfig) -> None:
+    """A method that selects steps (EGSPO, EGSPO-SA) trains on K of the rollout's denoising steps: there must be at
+    least K of them. With ``--select entropy-mass`` K is the cap of the adaptive count and fixes the micro-steps per
+    rollout, so the same bound holds (slots past the rollout's steps could never be filled)."""
+    if get_method(cfg.method).selects_steps and cfg.k_steps > scfg.steps:
+        raise ConfigError(f"--k-steps {cfg.k_steps} is more than --steps {scfg.steps}: a rollout has only "
+                          f"{scfg.steps} steps to select from; pick --k-steps <= {scfg.steps}")
+
+
+def check_no_cache(scfg: SamplerConfig) -> None:
+    """Training scores the exact states its rollouts visited; a cached (approximate) rollout has other ones."""
+    if scfg.cache != "none" or scfg.cache_refresh:
+        flag = f"--cache {scfg.cache}" if scfg.cache != "none" else "--cache-refresh"
+        raise ConfigError(f"{flag} is for sample and eval only: training scores the exact states its rollouts "
+                          "visited, which a cached (approximate) rollout does not; drop it")
