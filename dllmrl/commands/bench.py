@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, List, Optional
+from typing import Annotated, Optional
 
 import typer
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any
 
 import torch
 
