@@ -408,6 +408,8 @@ class BlendConfig:
     """'sum' (the weighted sum of logits) or 'random-step' (each step uses one term, drawn with probability w_i from the sampler's seeded generator; weights >= 0 summing to 1)."""
     blend_batched: bool = True
     """Run the blended terms' forwards as one batched call (peft's mixed-adapter batch); --no-blend-batched runs them one after another (less memory, same logits)."""
+    blend_kl: bool = False
+    """Also measure the blend's mean KL to the base: KL(softmax(blend) || softmax(base)) at every position the sampler decodes from, averaged over positions and steps (one more forward per step when the base is not a term); eval writes it to OUT/kl_to_base.json."""
 
     def __post_init__(self) -> None:
         if self.blend_mode not in BLEND_MODES:
@@ -421,6 +423,9 @@ class BlendConfig:
                 raise ConfigError(f"--blend takes one string NAME=W,NAME=W (e.g. 'sudoku=0.5,countdown=0.5'), "
                                   f"got {self.blend!r}")
             parse_blend(self.blend)
+        if self.blend_kl and not self.active:
+            raise ConfigError("--blend-kl measures a blend against the base: pass --blend or --blend-base-scale "
+                              "(--blend-base-scale 1 measures one adapter on its own)")
         if self.blend_mode == "random-step":
             if not self.active:
                 raise ConfigError("--blend-mode random-step needs --blend NAME=P,... (probabilities summing to 1)")

@@ -100,6 +100,36 @@ def test_blend_is_the_weighted_sum_of_logits_batched_or_not(tiny_model_dir, lora
         torch.testing.assert_close(got, want[0, -6:], rtol=1e-5, atol=1e-5)
 
 
+def test_kl_to_base_is_the_hand_computed_kl_and_changes_no_token(tiny_model_dir, lora, plain):
+    one = f"a={lora['A']}"
+    ids, attn = load(tiny_model_dir).encode(["<|user|>\nxyz<|eot|><|assistant|>\n" + "<mask>" * 4])
+    base_logits, a_logits = load(tiny_model_dir).logits(ids)[0, -6:], load(tiny_model_dir, lora["A"]).logits(ids)[0, -6:]
+    m = blended(tiny_model_dir, one, BlendConfig(blend_base_scale=0.5, blend_kl=True))
+    m.head(m.hidden(ids)[0, -6:])
+    keep = torch.arange(base_logits.shape[-1]) != m.mask_id  # the mask token is never decoded
+    p = torch.log_softmax((0.5 * base_logits + 0.5 * a_logits)[:, keep], -1)
+    q = torch.log_softmax(base_logits[:, keep], -1)
+    want = float((p.exp() * (p - q)).sum(-1).mean().detach())
+    assert m.kl_rows == 6 and want > 1e-3 and m.kl_to_base == pytest.approx(want, rel=1e-4)
+    # lambda = 1 is the adapter alone: the base joins only for the KL and changes no token
+    m1 = blended(tiny_model_dir, one, BlendConfig(blend_base_scale=1.0, blend_kl=True))
+    assert tokens(m1) == plain["A"] and m1.kl_to_base > 0
+    m0 = blended(tiny_model_dir, one, BlendConfig(blend_base_scale=0.0, blend_kl=True))
+    assert tokens(m0) == plain["base"] and m0.kl_rows > 0 and m0.kl_to_base == pytest.approx(0.0, abs=1e-6)
+
+
+def test_eval_blend_kl_writes_its_mean(tiny_model_dir, lora, tmp_path):
+    out = tmp_path / "kl"
+    args = ["eval", "sudoku", "--model", tiny_model_dir, "--limit", "2", "--gen-len", "16", "--block-len", "16",
+            "--prompt-style", "compact", "--out", str(out), "--device", "cpu", "--adapter", lora["A"]]
+    r = runner.invoke(app, [*args, "--blend-base-scale", "1.5", "--blend-kl"])
+    assert r.exit_code == 0, r.output
+    got = json.loads((out / "kl_to_base.json").read_text())
+    assert got["kl_to_base"] > 0 and got["positions"] >= 2 * 16 and got["blend"]["base_scale"] == 1.5
+    r = runner.invoke(app, [*args, "--blend-kl"])
+    assert r.exit_code == 1 and "--blend-kl measures a blend" in r.output and "Traceback" not in r.output
+
+
 def test_random_step_is_reproducible_by_seed(tiny_model_dir, lora, plain):
     m = blended(tiny_model_dir, (f"a={lora['A']}", f"b={lora['B']}"), BlendConfig(blend="a=0.5,b=0.5",
                                                                                  blend_mode="random-step"))

@@ -96,7 +96,24 @@ def eval_command(
         return
     results = run_with_progress(pack, adapter_, cfg, info, gcfg, reward)
     Console().print(results_table(results))
+    if bcfg.blend_kl:
+        write_kl(adapter_, Path(cfg.out), blend, err)
     err.print(f"[dim]records: {results.records_path}  results: {Path(cfg.out) / 'results.json'}[/]")
+
+
+def write_kl(adapter, out: Path, blend: dict, err) -> None:
+    """OUT/kl_to_base.json: the blend's mean KL to the base over what THIS run generated (resumed records
+    were generated earlier and are not in it; delete the records to measure every example)."""
+    import json
+
+    kl = adapter.kl_to_base
+    if kl is None:
+        err.print("[yellow]--blend-kl: nothing was generated in this run (every record resumed), so no KL; "
+                  "delete the records to measure it[/]")
+        return
+    (out / "kl_to_base.json").write_text(json.dumps(
+        {"kl_to_base": kl, "positions": adapter.kl_rows, "blend": blend}, indent=1) + "\n")
+    err.print(f"mean KL(blend || base) per decoded position and step: {kl:.4f} nats over {adapter.kl_rows} positions")
 
 
 def run_with_progress(pack, adapter, cfg, model_info, guidance=None, reward=None):

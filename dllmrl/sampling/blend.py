@@ -70,7 +70,7 @@ def apply_blend(adapter: ModelAdapter, cfg: BlendConfig, adapters: Sequence[Name
     peft_names = {a.name: a.peft_name for a in adapters} | {BASE: PEFT_BASE}
     base = {f.name: getattr(adapter, f.name) for f in fields(ModelAdapter) if f.init}
     return BlendedAdapter(**base, terms=tuple((peft_names[n], w) for n, w in terms), mode=cfg.blend_mode,
-                          batched=cfg.blend_batched)
+                          batched=cfg.blend_batched, track_kl=cfg.blend_kl)
 
 
 @dataclass
@@ -83,6 +83,11 @@ class BlendedAdapter(ModelAdapter):
     batched: bool = True
     chosen: str | None = None
     """random-step: the term of the current step (set by ``begin_step``)."""
+    track_kl: bool = False
+    """Accumulate KL(blend || base) over every row ``head`` computes (``kl_to_base``); the base joins each
+    forward at weight 0 when it is not a term."""
+    kl_sum: float = 0.0
+    kl_rows: int = 0
 
     def __post_init__(self) -> None:
         from peft import PeftModel
@@ -113,8 +118,27 @@ class BlendedAdapter(ModelAdapter):
         if self.mode == "random-step":
             if self.chosen is None:
                 raise RuntimeError("random-step blending: begin_step was not called before the forward")
-            return [(self.chosen, 1.0)]
-        return [(n, w) for n, w in self.terms if w != 0] or [self.terms[0]]
+            terms = [(self.chosen, 1.0)]
+        else:
+            terms = [(n, w) for n, w in self.terms if w != 0] or [self.terms[0]]
+        if self.track_kl and all(n != PEFT_BASE for n, _ in terms):
+            terms.append((PEFT_BASE, 0.0))  # computed for the KL only: adds nothing to the blend
+        return terms
+
+    @property
+    def kl_to_base(self) -> float | None:
+        """Mean KL(blend || base) per decoded position and step so far (nats); None before any."""
+        return self.kl_sum / self.kl_rows if self.kl_rows else None
+
+    def _add_kl(self, blend: Tensor, base: Tensor) -> None:
+        # The sampler never decodes the mask token (policy_logits_at sets it to -inf): leave it out of both.
+        keep = torch.ones(blend.shape[-1], dtype=torch.bool, device=blend.device)
+        keep[self.mask_id] = False
+        p = torch.log_softmax(blend.detach()[..., keep], dim=-1).reshape(-1, int(keep.sum()))
+        q = torch.log_softmax(base.detach()[..., keep], dim=-1).reshape(-1, int(keep.sum()))
+        kl = (p.exp() * (p - q)).sum(-1).clamp_min(0)  # rounding can make an exact 0 slightly negative
+        self.kl_sum += float(kl.sum())
+        self.kl_rows += kl.numel()
 
     @contextmanager
     def _routed(self, names: list[str]) -> Iterator[None]:
@@ -147,14 +171,20 @@ class BlendedAdapter(ModelAdapter):
         """(..., k * d) -> (..., V): sum_i w_i * head_i(h_i), in float32; each term's head runs routed to its
         adapter, since all-linear LoRA also adapts a head's own dense layer (ModernBERT's, BERT's)."""
         active = self.active()
-        out = None
-        for (name, w), h in zip(active, hidden.chunk(len(active), dim=-1)):
+        out = base = None
+        for i, ((name, w), h) in enumerate(zip(active, hidden.chunk(len(active), dim=-1))):
             h = h.contiguous()
             rows = max(h.shape[0], MIN_HEAD_ROWS) if h.dim() == 2 else h.shape[0]  # ModelAdapter.head pads
             with self._routed([name] * rows):
                 logits = super().head(h).float()
+            if name == PEFT_BASE:
+                base = logits
+            if w == 0 and i > 0:  # the KL's extra base term
+                continue
             term = logits if w == 1.0 else w * logits
             out = term if out is None else out + term
+        if self.track_kl and base is not None:
+            self._add_kl(out, base)
         return out
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
