@@ -2,25 +2,31 @@
 # CPU-scale demonstration of reward-guided sampling (issue 8: EntRGi and its baselines).
 #
 #   scripts/entrgi_demo.sh          # about 50 minutes on one shared CPU core (reward model ~9)
+#   MODEL=checkpoints/tiny-sudoku RM=checkpoints/tiny-sudoku-reward OUT=runs/entrgi RESULTS=results/entrgi \
+#     scripts/entrgi_demo.sh        # the first round's ModernBERT pair (while those checkpoints exist)
+#   EXTRAS=0 scripts/entrgi_demo.sh # steps 1-3 and 5 only (no x-* runs)
 #
-# 1. a tiny reward model trained on checkpoints/tiny-sudoku's own samples of generated *training*
-#    puzzles, labelled by the Sudoku verifier -> checkpoints/tiny-sudoku-reward (skipped if present);
+# 1. a tiny reward model trained on MODEL's own samples of generated *training* puzzles, labelled by
+#    the Sudoku verifier -> RM (default checkpoints/tiny-llada-reward; skipped if present);
 # 2. a validation sweep (never test) of the step size eta of each gradient method and of best-of-n's
 #    sampling temperature;
-# 3. the frozen tiny-sudoku model on the test splits under none / expectation / aps / entrgi /
+# 3. the frozen MODEL on the test splits under none / expectation / aps / entrgi /
 #    best-of-n, each at its validation-best setting, at equal reward-model calls per prompt
 #    (guided: 16 steps x 1 gradient step = 16 calls; best-of-n: N = 16 samples, one call each);
 # 4. extra runs (x-*): more guidance steps, other seeds, best-of-n with few candidates;
-# 5. results/entrgi/results.{md,json} (scripts/summarize_entrgi.py).
+# 5. RESULTS/results.{md,json} (scripts/summarize_entrgi.py; default results/entrgi-llada).
 #
 # Every eval resumes: rerunning the script only generates what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-M=checkpoints/tiny-sudoku
-RM=checkpoints/tiny-sudoku-reward
-OUT=runs/entrgi
+M=${MODEL:-checkpoints/tiny-llada}
+RM=${RM:-checkpoints/tiny-llada-reward}
+OUT=${OUT:-runs/entrgi-llada}
+RESULTS=${RESULTS:-results/entrgi-llada}
+EXTRAS=${EXTRAS:-1}
+SUMMARY=(python3 scripts/summarize_entrgi.py --runs "$OUT" --out "$RESULTS" --model "$M" --reward-model "$RM")
 BS=(--batch-size 64)
 VAL=(--split validation --limit 256)   # tuning split: generated puzzles disjoint from test
 LRS="0.1 0.3 1 3"                        # guidance-lr grid (same grid for every gradient method)
@@ -51,17 +57,18 @@ done
 for split in test256 test; do
   ev --split "$split" --out "$OUT/$split-none"
   for method in expectation aps entrgi; do
-    lr=$(python3 scripts/summarize_entrgi.py --pick "$method")
+    lr=$("${SUMMARY[@]}" --pick "$method")
     guided "$method" --split "$split" --guidance-lr "$lr" --out "$OUT/$split-$method"
   done
-  t=$(python3 scripts/summarize_entrgi.py --pick best-of-n)
+  t=$("${SUMMARY[@]}" --pick best-of-n)
   guided best-of-n --split "$split" --temperature "$t" --out "$OUT/$split-best-of-n"
 done
 
 # 4. Extras (named x-*; listed apart in the summary, never used for a choice).
-lr_e=$(python3 scripts/summarize_entrgi.py --pick entrgi)
-lr_a=$(python3 scripts/summarize_entrgi.py --pick aps)
-t=$(python3 scripts/summarize_entrgi.py --pick best-of-n)
+if [ "$EXTRAS" = 1 ]; then
+lr_e=$("${SUMMARY[@]}" --pick entrgi)
+lr_a=$("${SUMMARY[@]}" --pick aps)
+t=$("${SUMMARY[@]}" --pick best-of-n)
 # a) more gradient steps per denoising step (validation): k = 2, 4 (16 k reward calls per prompt)
 for method in expectation entrgi; do
   for k in 2 4; do
@@ -82,5 +89,7 @@ for n in 2 4; do
   guided best-of-n --split test --temperature "$t" --best-of-n "$n" --out "$OUT/x-test-best-of-n-n$n"
 done
 
+fi
+
 # 5. Summary.
-python3 scripts/summarize_entrgi.py
+"${SUMMARY[@]}"
