@@ -88,7 +88,9 @@ def summarise(runs: Path, eval_dir: Path, boot: int) -> dict:
     for res in sorted(eval_dir.glob("*-s*/results.json")):
         label, seed = name_of(res.parent.name)
         ev = read_eval(res.parent)
-        per[label].append({"seed": seed, **ev, "compute": compute_of(read_metrics(runs / res.parent.name))})
+        cfg = runs / res.parent.name / "config.json"
+        lr = json.loads(cfg.read_text())["train"]["lr"] if cfg.is_file() else None
+        per[label].append({"seed": seed, **ev, "lr": lr, "compute": compute_of(read_metrics(runs / res.parent.name))})
     out = {"base": {k: v for k, v in base.items() if k != "by_id"}, "methods": {}}
     for label in sorted(per, key=order_key):
         rows = sorted(per[label], key=lambda r: r["seed"])
@@ -98,6 +100,7 @@ def summarise(runs: Path, eval_dir: Path, boot: int) -> dict:
         mean_of = lambda key: statistics.fmean(c[key] for c in comp) if all(c[key] is not None for c in comp) else None
         out["methods"][label] = {
             "label": LABELS.get(label, label), "seeds": [x["seed"] for x in rows],
+            "lr": sorted({x["lr"] for x in rows if x["lr"] is not None}),
             "accuracy": spread([x["accuracy"] for x in rows]), "accuracy_per_seed": [x["accuracy"] for x in rows],
             "headline": rows[0]["headline"], "headline_per_seed": [x["headline_value"] for x in rows],
             "diff_vs_base": {"diff": ci.diff, "low": ci.low, "high": ci.high, "level": ci.level,
@@ -166,16 +169,16 @@ def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path) -> str:
         "Forwards and backwards count passes over one sequence (a rollout of B sequences and T denoising steps is "
         "B × T forwards); the train time is wall seconds on the machine that ran it (not comparable across "
         "machines). Base model: " f"{base['accuracy']:.3f}.", "",
-        f"| method | seeds | {head} | per seed | Δ vs base [95 % CI] | {base['headline']} (per seed) | steps | "
+        f"| method | lr | seeds | {head} | per seed | Δ vs base [95 % CI] | {base['headline']} (per seed) | steps | "
         "forwards | backwards | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v: "–" if v is None else f"{v:,.0f}"
     for label, s in summary["methods"].items():
         acc, d = s["accuracy"], s["diff_vs_base"]
         pm = f"{acc['mean']:.3f} ± {acc['std']:.3f}" if len(s["seeds"]) > 1 else f"{acc['mean']:.3f}"
         lines.append(
-            f"| {s['label']} | {', '.join(map(str, s['seeds']))} | {pm} | "
+            f"| {s['label']} | {', '.join(f'{x:g}' for x in s['lr'])} | {', '.join(map(str, s['seeds']))} | {pm} | "
             f"{', '.join(f'{x:.3f}' for x in s['accuracy_per_seed'])} | {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
             f"{', '.join(f'{x:.3f}' for x in s['headline_per_seed'])} | {fmt(s['steps'])} | {fmt(s['forwards'])} | "
             f"{fmt(s['backwards'])} | {fmt(s['train_seconds'])} |")

@@ -204,6 +204,12 @@ def test_sample_command_blends_and_reports_it(tiny_model_dir, lora):
     assert r.exit_code == 0, r.output
     blend = json.loads(r.stdout)["config"]["blend"]
     assert blend["weights"] == {"a": 0.5, "b": 0.5} and blend["adapters"] == {"a": lora["A"], "b": lora["B"]}
+    assert "kl_to_base" not in json.loads(r.stdout)
+    r = runner.invoke(app, ["sample", "abc", "--model", tiny_model_dir, "--device", "cpu", "--gen-len", "16",
+                            "--steps", "8", "--block-len", "16", "--json", "--adapter", lora["A"],
+                            "--blend-base-scale", "1", "--blend-kl"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["kl_to_base"] > 0
 
 
 def _lora_deltas(model) -> dict[str, torch.Tensor]:

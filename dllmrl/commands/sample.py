@@ -116,12 +116,16 @@ def sample_command(
             "config": {**scfg.__dict__, **gcfg.__dict__, "model": model, "adapter": adapter, "seed": seed,
                        **({"blend": bcfg.record(named, seed)} if bcfg.active else {})},
         }
+        if bcfg.blend_kl:
+            out["kl_to_base"] = adapter_.kl_to_base
         typer.echo(json.dumps(out))
         return
     console = Console()
     console.rule("completion")
     console.print(completion, markup=False, highlight=False)
     stderr_console().print(f"[dim]{traj.nfe} forward passes, {elapsed:.2f}s[/]")
+    if bcfg.blend_kl:
+        stderr_console().print(f"mean KL(blend || base) per decoded position and step: {adapter_.kl_to_base:.4f} nats")
 
 
 def register(app: typer.Typer) -> None:
