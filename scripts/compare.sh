@@ -186,6 +186,9 @@ else
   done
   while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
   ckpt=(); [ "$EVAL_CHECKPOINTS" = 1 ] && ckpt=(--checkpoint-limit "$CKPT_LIMIT")
-  "$PYTHON" scripts/summarize_compare.py "$TASK" --runs "$OUT" --out "$RESULTS" ${LIMIT:+--limit "$LIMIT"} "${ckpt[@]}"
+  made_by="STEPS=$STEPS PROMPTS=$PROMPTS G=$G MICRO=$MICRO TEMPERATURE=$TEMPERATURE SAVE_EVERY=$SAVE_EVERY"
+  made_by+=" SEEDS='$SEEDS' EVAL_CHECKPOINTS=$EVAL_CHECKPOINTS LR_FILE=$LR_FILE bash scripts/compare.sh $TASK ${METHODS[*]}"
+  "$PYTHON" scripts/summarize_compare.py "$TASK" --runs "$OUT" --out "$RESULTS" ${LIMIT:+--limit "$LIMIT"} "${ckpt[@]}" \
+    --made-by "$made_by"
 fi
 exit $failed

@@ -14,6 +14,9 @@ seconds spent training. Writes ``<out>/results.md``, ``<out>/results.json`` and 
 held-out accuracy against training compute, from the checkpoint evaluations
 (``eval-ckpt-limitN/<run>/step-N``, with --checkpoint-limit) or else from the base to each final adapter.
 
+Each run's metrics.jsonl and config.json and its test evaluation's results.json are copied to
+``<out>/runs/<method>-s<seed>/`` (metrics.jsonl, config.json, eval.json), so the numbers stay with the repository.
+
 --grid reads ``<runs>/grid/eval/<method>-lr<lr>`` (validation) and writes the best learning rate per
 method, with the whole grid, to --lr-file, and the grid table to ``<out>/grid.md``.
 """
@@ -158,7 +161,7 @@ def plot(path: Path, task: str, lines: dict[str, list[tuple[float, float]]], whe
     plt.close(fig)
 
 
-def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path) -> str:
+def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path, made_by: str | None = None) -> str:
     base = summary["base"]
     head = HEADLINE.get(task, "correct")
     lines = [
@@ -182,8 +185,9 @@ def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path) -> str:
             f"{', '.join(f'{x:.3f}' for x in s['accuracy_per_seed'])} | {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
             f"{', '.join(f'{x:.3f}' for x in s['headline_per_seed'])} | {fmt(s['steps'])} | {fmt(s['forwards'])} | "
             f"{fmt(s['backwards'])} | {fmt(s['train_seconds'])} |")
-    lines += ["", f"Made by `bash scripts/compare.sh {task}` (evaluations in `{eval_dir}`), then "
-              f"`python3 scripts/summarize_compare.py {task}`. Plot: `compute.png`.", ""]
+    lines += ["", f"Made by `{made_by or f'bash scripts/compare.sh {task}'}` (evaluations in `{eval_dir}`), then "
+              f"`python3 scripts/summarize_compare.py {task}`. Plot: `compute.png`. Per-run metrics, configs and test "
+              "results: `runs/`.", ""]
     text = "\n".join(lines)
     path.write_text(text)
     return text
@@ -217,6 +221,20 @@ def grid(task: str, runs: Path, out: Path, lr_file: Path) -> None:
     print("\n".join(lines))
 
 
+def archive(runs: Path, eval_dir: Path, out: Path) -> None:
+    """Per-run metrics, config and test results under out/runs/, beside the tables made from them."""
+    import shutil
+
+    for res in sorted(eval_dir.glob("*-s*/results.json")):
+        name = res.parent.name
+        dest = out / "runs" / name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(res, dest / "eval.json")
+        for f in ("metrics.jsonl", "config.json"):
+            if (runs / name / f).is_file():
+                shutil.copyfile(runs / name / f, dest / f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("task")
@@ -227,6 +245,7 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=10_000)
     ap.add_argument("--grid", action="store_true")
     ap.add_argument("--lr-file")
+    ap.add_argument("--made-by", help="the command that made the runs, for the table's footer")
     args = ap.parse_args()
     runs = Path(args.runs or f"runs/compare/{args.task}")
     out = Path(args.out or f"results/compare/{args.task}")
@@ -238,7 +257,8 @@ def main() -> None:
     summary = summarise(runs, eval_dir, args.boot)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(write_markdown(out / "results.md", args.task, summary, eval_dir))
+    archive(runs, eval_dir, out)
+    print(write_markdown(out / "results.md", args.task, summary, eval_dir, args.made_by))
     lines = curves(runs, ckpt_dir, summary)
     if ckpt_dir is not None:
         where = f"first {args.checkpoint_limit} test examples, at each checkpoint"
