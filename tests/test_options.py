@@ -65,15 +65,17 @@ def test_bad_input_is_one_line_naming_the_option(tiny_model_dir, base, args, mes
 
 
 def test_adapter_for_another_base_model_is_refused(tiny_model_dir, tmp_path):
-    adapter = str(REPO / "checkpoints" / "tiny-sudoku-egspo-sa")
-    # names differ (shapes may fit, as tiny-countdown's do): refused before the model loads
-    r = runner.invoke(app, ["sample", "x", "--model", str(REPO / "checkpoints" / "tiny-countdown"), "--adapter", adapter,
-                            "--no-live"])
+    adapter = str(REPO / "checkpoints" / "tiny-llada-adapters")
+    # names differ: refused before the model loads
+    r = runner.invoke(app, ["sample", "x", "--model", tiny_model_dir, "--adapter", adapter,
+                            "--adapter-subfolder", "sudoku/egspo-sa", "--no-live"])
     assert r.exit_code == 1 and "was made for base model" in _flat(r.output) and "Traceback" not in r.output
-    # same name, other shapes (the hidden-32 test model under the base's name): one line, no traceback
-    fake = tmp_path / "tiny-sudoku"
-    fake.symlink_to(tiny_model_dir)
-    r = runner.invoke(app, ["sample", "x", "--model", str(fake), "--adapter", adapter, "--no-live"])
+    # same name and family, other shapes (a hidden-32 LLaDA under the base's name): one line, no traceback
+    from dllmrl.models.tiny_llada import TinyLladaConfig, build_tiny_llada
+
+    fake = build_tiny_llada(tmp_path / "tiny-llada", TinyLladaConfig(hidden=32, layers=1, heads=2, intermediate=64))
+    r = runner.invoke(app, ["sample", "x", "--model", str(fake), "--adapter", adapter,
+                            "--adapter-subfolder", "sudoku/egspo-sa", "--no-live"])
     assert r.exit_code == 1 and "does not fit --model" in _flat(r.output) and "Traceback" not in r.output
 
 
@@ -172,22 +174,22 @@ def test_shipped_checkpoints_have_short_names(tmp_path, monkeypatch):
     from dllmrl.model_defaults import find_model, read_model_defaults, shipped_models
 
     monkeypatch.chdir(tmp_path)  # away from the repository: the relative checkpoints/ path is gone
-    assert {"tiny-sudoku", "tiny-countdown", "tiny-sudoku-egspo-sa"} <= set(shipped_models())
-    path = Path(find_model("tiny-sudoku"))
-    assert path.is_absolute() and (path / "config.json").is_file() and path.name == "tiny-sudoku"
-    assert find_model("checkpoints/tiny-sudoku") == str(path)  # the README's spelling works from anywhere
-    assert read_model_defaults("tiny-sudoku")["prompt_style"] == "compact"
+    assert {"tiny-llada", "tiny-llada-adapters"} <= set(shipped_models())
+    path = Path(find_model("tiny-llada"))
+    assert path.is_absolute() and (path / "config.json").is_file() and path.name == "tiny-llada"
+    assert find_model("checkpoints/tiny-llada") == str(path)  # the README's spelling works from anywhere
+    assert read_model_defaults("tiny-llada")["prompt_style"] == "compact"
     assert find_model("no-such-model") == "no-such-model"
-    r = runner.invoke(app, ["sample", "x", "--model", "tiny-sudoku", "--adapter", "tiny-sudoku-egspo-sa", "--json",
-                            "--device", "cpu"])
+    sub = ["--adapter-subfolder", "sudoku/egspo-sa"]
+    r = runner.invoke(app, ["sample", "x", "--model", "tiny-llada", "--adapter", "tiny-llada-adapters", *sub,
+                            "--json", "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["config"]["gen_len"] == 32  # tiny-sudoku's dllmrl.json
-    r = runner.invoke(app, ["eval", "sudoku", "--model", "tiny-sudoku", "--adapter", "tiny-sudoku-egspo-sa",
-                            "--limit", "2", "--device", "cpu"])
+    assert json.loads(r.stdout)["config"]["gen_len"] == 16  # tiny-llada's dllmrl.json
+    r = runner.invoke(app, ["eval", "sudoku", "--model", "tiny-llada", "--adapter", "tiny-llada-adapters", *sub,
+                            "--limit", "2", "--device", "cpu", "--out", "ev"])
     assert r.exit_code == 0, r.output
-    settings = json.loads(Path(tmp_path, "runs", "eval", "sudoku-tiny-sudoku-tiny-sudoku-egspo-sa",
-                               "results.json").read_text())["settings"]
-    assert (settings["gen_lens"], settings["steps"], settings["prompt_style"]) == ([32], 16, "compact")
+    settings = json.loads(Path(tmp_path, "ev", "results.json").read_text())["settings"]
+    assert (settings["gen_lens"], settings["steps"], settings["prompt_style"]) == ([16], 16, "compact")
 
 
 def test_a_tasks_py_in_the_working_directory_does_not_change_ls(tmp_path):
