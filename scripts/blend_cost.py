@@ -1,6 +1,6 @@
 """Cost of a blended denoising step against a plain one (sampling-time adapter blending).
 
-    OMP_NUM_THREADS=1 python scripts/blend_cost.py                                   # shipped tiny-sudoku, CPU
+    OMP_NUM_THREADS=1 python scripts/blend_cost.py                                   # shipped tiny-llada, CPU
     python scripts/blend_cost.py --shape llada-8b --layers 4 --device cuda --batch 8 --gen-len 256 --prompt-len 256
 
 Times ``sample`` (same prompts, temperature 0) for: the base model; one LoRA adapter loaded the ordinary
@@ -71,8 +71,8 @@ def time_sample(model, ids, attn, cfg, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny-sudoku")
-    p.add_argument("--adapter", default="tiny-sudoku-egspo-sa")
+    p.add_argument("--model", default="tiny-llada")
+    p.add_argument("--adapter", default="tiny-llada-adapters:sudoku/egspo-sa", help="DIR or DIR:SUBFOLDER")
     p.add_argument("--shape", default=None, help="llada-8b or dream-7b with random weights instead of --model")
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)

@@ -3,7 +3,7 @@
 #
 #   bash scripts/compare.sh TASK [METHOD...]            # TASK: sudoku | countdown; default: every method below
 #   GRID=1 bash scripts/compare.sh TASK [METHOD...]     # the learning-rate grid on the validation split -> lr.json
-#   MODEL=checkpoints/tiny-sudoku STEPS=2 SEEDS=1 LIMIT=16 bash scripts/compare.sh sudoku egspo-sa wd1   # smoke
+#   OUT=runs/smoke STEPS=2 SEEDS=1 LIMIT=16 bash scripts/compare.sh sudoku egspo-sa wd1   # smoke
 #
 # Methods (labels): diffu-grpo wd1 spg d2-stepmerge egspo egspo-sa egspo-sa-random (--select random)
 # egspo-sa-mass (--select entropy-mass --entropy-mass 0.7).
