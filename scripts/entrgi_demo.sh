@@ -29,7 +29,7 @@ EXTRAS=${EXTRAS:-1}
 SUMMARY=(python3 scripts/summarize_entrgi.py --runs "$OUT" --out "$RESULTS" --model "$M" --reward-model "$RM")
 BS=(--batch-size 64)
 VAL=(--split validation --limit 256)   # tuning split: generated puzzles disjoint from test
-LRS="0.1 0.3 1 3"                        # guidance-lr grid (same grid for every gradient method)
+LRS="0.01 0.03 0.1 0.3 1 3"              # guidance-lr grid (same grid for every gradient method)
 TEMPS="0.5 0.7 1.0"                    # best-of-n sampling temperature grid
 K=1                                    # --guidance-steps; reward calls per prompt = 16 x K
 
