@@ -83,7 +83,7 @@ def compute_of(rows: list[dict]) -> dict:
     return {k: last.get(k) for k in ("step", "forwards", "backwards", "forwards_rollout", "train_seconds")}
 
 
-def summarise(runs: Path, eval_dir: Path, boot: int) -> dict:
+def summarise(runs: Path, eval_dir: Path, boot: int, reference: str = "egspo-sa") -> dict:
     if not (eval_dir / "base" / "results.json").exists():
         raise SystemExit(f"{eval_dir}/base/results.json is missing: run scripts/compare.sh first")
     base = read_eval(eval_dir / "base")
@@ -94,11 +94,18 @@ def summarise(runs: Path, eval_dir: Path, boot: int) -> dict:
         cfg = runs / res.parent.name / "config.json"
         lr = json.loads(cfg.read_text())["train"]["lr"] if cfg.is_file() else None
         per[label].append({"seed": seed, **ev, "lr": lr, "compute": compute_of(read_metrics(runs / res.parent.name))})
-    out = {"base": {k: v for k, v in base.items() if k != "by_id"}, "methods": {}}
+    out = {"base": {k: v for k, v in base.items() if k != "by_id"}, "methods": {}, "reference": reference}
+    ref = per.get(reference, [])
+    ref_mean = ({i: statistics.fmean(x["by_id"][i] for x in ref) for i in ref[0]["by_id"]} if ref else None)
     for label in sorted(per, key=order_key):
         rows = sorted(per[label], key=lambda r: r["seed"])
         b, r = paired_by_id(base["by_id"], [x["by_id"] for x in rows])
         ci = paired_bootstrap(b, r, n=boot, seed=0)
+        vs_ref = None
+        if ref_mean is not None and label != reference:
+            a, c = paired_by_id(ref_mean, [x["by_id"] for x in rows])
+            r_ci = paired_bootstrap(a, c, n=boot, seed=0)
+            vs_ref = {"diff": r_ci.diff, "low": r_ci.low, "high": r_ci.high, "level": r_ci.level}
         comp = [x["compute"] for x in rows]
         mean_of = lambda key: statistics.fmean(c[key] for c in comp) if all(c[key] is not None for c in comp) else None
         out["methods"][label] = {
@@ -108,6 +115,7 @@ def summarise(runs: Path, eval_dir: Path, boot: int) -> dict:
             "headline": rows[0]["headline"], "headline_per_seed": [x["headline_value"] for x in rows],
             "diff_vs_base": {"diff": ci.diff, "low": ci.low, "high": ci.high, "level": ci.level,
                              "n_examples": ci.n_examples, "resamples": boot},
+            "diff_vs_reference": vs_ref,
             "steps": mean_of("step"), "forwards": mean_of("forwards"), "backwards": mean_of("backwards"),
             "forwards_rollout": mean_of("forwards_rollout"), "train_seconds": mean_of("train_seconds"),
             "runs": [{"seed": x["seed"], "accuracy": x["accuracy"], "n": x["n"], **x["compute"]} for x in rows],
@@ -152,7 +160,7 @@ def plot(path: Path, task: str, lines: dict[str, list[tuple[float, float]]], whe
     for label, pts in lines.items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=LABELS.get(label, label))
     ax.set_xlabel("training compute: forward + 2 × backward passes (sequences)")
-    ax.set_ylabel(f"held-out {HEADLINE.get(task, 'correct')} ({where})")
+    ax.set_ylabel(f"held-out {HEADLINE.get(task, 'correct')}\n({where})", fontsize=9)
     ax.set_title(f"{task}: accuracy against training compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -161,20 +169,26 @@ def plot(path: Path, task: str, lines: dict[str, list[tuple[float, float]]], whe
     plt.close(fig)
 
 
+def interval(d: dict | None) -> str:
+    return "–" if d is None else f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
 def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path, made_by: str | None = None) -> str:
     base = summary["base"]
+    ref = summary.get("reference", "egspo-sa")
     head = HEADLINE.get(task, "correct")
     lines = [
         f"# {task}: every method against the base model, equal budget", "",
         f"Held-out: the `{base['split']}` split ({base['n']} examples), greedy at the model's settings "
         f"({', '.join(f'{k} {v}' for k, v in base['settings'].items())}). `{head}` is the fraction of examples correct, mean ± standard deviation over seeds; "
-        f"Δ vs base is the seed-averaged paired difference with a paired bootstrap 95 % interval over test examples. "
+        f"Δ vs base is the seed-averaged paired difference with a paired bootstrap 95 % interval over test examples; "
+        f"Δ vs the reference method is the same against that method's seed-averaged correctness per example. "
         "Forwards and backwards count passes over one sequence (a rollout of B sequences and T denoising steps is "
         "B × T forwards); the train time is wall seconds on the machine that ran it (not comparable across "
         "machines). Base model: " f"{base['accuracy']:.3f}.", "",
-        f"| method | lr | seeds | {head} | per seed | Δ vs base [95 % CI] | {base['headline']} (per seed) | steps | "
-        "forwards | backwards | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | lr | seeds | {head} | per seed | Δ vs base [95 % CI] | Δ vs {LABELS.get(ref, ref)} [95 % CI] | "
+        f"{base['headline']} (per seed) | steps | forwards | backwards | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v: "–" if v is None else f"{v:,.0f}"
     for label, s in summary["methods"].items():
@@ -183,6 +197,7 @@ def write_markdown(path: Path, task: str, summary: dict, eval_dir: Path, made_by
         lines.append(
             f"| {s['label']} | {', '.join(f'{x:g}' for x in s['lr'])} | {', '.join(map(str, s['seeds']))} | {pm} | "
             f"{', '.join(f'{x:.3f}' for x in s['accuracy_per_seed'])} | {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
+            f"{interval(s.get('diff_vs_reference'))} | "
             f"{', '.join(f'{x:.3f}' for x in s['headline_per_seed'])} | {fmt(s['steps'])} | {fmt(s['forwards'])} | "
             f"{fmt(s['backwards'])} | {fmt(s['train_seconds'])} |")
     lines += ["", f"Made by `{made_by or f'bash scripts/compare.sh {task}'}` (evaluations in `{eval_dir}`), then "
