@@ -14,27 +14,30 @@
 #                it mixes the LoRA factors, so (A, A) at (.5, .5) gives 2 dW_A)
 #   ties         dllmrl merge --how ties --density $DENSITY --weights w,1-w
 #   multi-task   one adapter trained by RL on sudoku+countdown (the retraining blending avoids), MULTI_STEPS steps
-#                (the single-task recipe of scripts/compare.sh, egspo-sa at Sudoku's chosen learning rate)
+#                (the single-task recipe of scripts/compare.sh, egspo-sa at Sudoku's chosen learning rate;
+#                120 = the two single-task adapters' 60 steps each)
 # dial: --blend-base-scale lambda --blend-kl on the Sudoku adapter DIAL_ADAPTER (the comparison's egspo-sa seed-1
 #   run, beta 0); beta: that recipe again with --beta b (seed 1), each evaluated at lambda 1 with --blend-kl.
 #
-# Environment: MODEL (checkpoints/tiny-llada), SUDOKU (checkpoints/tiny-llada-adapters:sudoku/egspo-sa),
-# COUNTDOWN (checkpoints/tiny-llada-adapters:countdown/egspo-sa), DIAL_ADAPTER (runs/compare/sudoku/egspo-sa-s1/
-# adapter), WEIGHTS, LAMBDAS, BETAS, DENSITY (0.5), MULTI_STEPS (150), STEPS (60, the beta runs), JOBS (2),
+# The adapters are the comparison's seed-1 EGSPO-SA runs (run scripts/compare.sh sudoku / countdown first), so
+# both single-task adapters had the same 60-step budget.
+# Environment: MODEL (checkpoints/tiny-llada), SUDOKU (runs/compare/sudoku/egspo-sa-s1/adapter), COUNTDOWN
+# (runs/compare/countdown/egspo-sa-s1/adapter, shipped as checkpoints/tiny-llada-adapters:countdown/egspo-sa),
+# DIAL_ADAPTER (SUDOKU), WEIGHTS, LAMBDAS, BETAS, DENSITY (0.5), MULTI_STEPS (120), STEPS (60, the beta runs), JOBS (2),
 # OUT (runs/blend), LIMIT (cuts the test splits: smoke runs only), DLLMRL (dllmrl). Every eval and training run resumes or is skipped when finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 MODEL=${MODEL:-checkpoints/tiny-llada}
-SUDOKU=${SUDOKU:-checkpoints/tiny-llada-adapters:sudoku/egspo-sa}
-COUNTDOWN=${COUNTDOWN:-checkpoints/tiny-llada-adapters:countdown/egspo-sa}
-DIAL_ADAPTER=${DIAL_ADAPTER:-runs/compare/sudoku/egspo-sa-s1/adapter}
+SUDOKU=${SUDOKU:-runs/compare/sudoku/egspo-sa-s1/adapter}
+COUNTDOWN=${COUNTDOWN:-runs/compare/countdown/egspo-sa-s1/adapter}
+DIAL_ADAPTER=${DIAL_ADAPTER:-$SUDOKU}
 WEIGHTS=${WEIGHTS:-"0 0.25 0.5 0.75 1"}
 LAMBDAS=${LAMBDAS:-"0 0.25 0.5 1 1.5 2"}
 BETAS=${BETAS:-"0.01 0.04 0.16"}
 DENSITY=${DENSITY:-0.5}
-MULTI_STEPS=${MULTI_STEPS:-150}
+MULTI_STEPS=${MULTI_STEPS:-120}
 STEPS=${STEPS:-60}
 JOBS=${JOBS:-2}
 OUT=${OUT:-runs/blend}
