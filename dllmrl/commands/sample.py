@@ -29,7 +29,7 @@ EPILOG = """Examples:
 
   dllmrl sample "Solve: 2x+3=11"
 
-  dllmrl sample "1030020000400201" --model checkpoints/tiny-llada --gen-len 32 --steps 16
+  dllmrl sample "1030020000400201" --model checkpoints/tiny-llada --gen-len 16 --steps 8
 
   dllmrl sample "1030020000400201" --model checkpoints/tiny-llada --json > traj.json
 
