@@ -1,6 +1,6 @@
 """Where the time of a rollout and of a training micro-step goes, against the forward-pass floor.
 
-    dllmrl bench --model checkpoints/tiny-sudoku --batch-size 8 --gen-len 256
+    dllmrl bench --model checkpoints/tiny-llada --batch-size 8 --prompt-len 32 --gen-len 32
     dllmrl bench --tiny-vocab 32000 --json      # a random tiny model with that vocabulary
     dllmrl bench --shape llada-8b --device cuda --cache none --cache dual --decode fixed --decode threshold
 

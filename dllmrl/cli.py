@@ -1,6 +1,6 @@
 """The ``dllmrl`` command: thin Typer wiring over the library.
 
-    dllmrl sample "Solve: 2x+3=11" --model checkpoints/tiny-sudoku
+    dllmrl sample "1030020000400201" --model checkpoints/tiny-llada
     dllmrl ls tasks
 
 Errors the user can fix (``DllmrlError``) end as one red line; set DLLMRL_DEBUG=1 for the traceback.

@@ -3,11 +3,11 @@
 Order, first set wins: the command line, ``--config FILE``, the model directory's ``dllmrl.json``,
 the command's protocol (``PROTOCOLS``: the published settings that differ from the dataclass default),
 the config dataclass default. The shipped tiny models carry a ``dllmrl.json``, e.g.
-``{"prompt_style": "compact", "gen_len": 32, "steps": 16, "block_len": 32}``, so that
-``dllmrl eval sudoku --model tiny-sudoku`` uses the settings their model card reports.
+``{"prompt_style": "compact", "gen_len": 16, "steps": 16, "block_len": 16}``, so that
+``dllmrl eval sudoku --model tiny-llada`` uses the settings their model card reports.
 
 Shipped checkpoints (``checkpoints/`` in the repository, installed as the ``dllmrl.checkpoints``
-package data) are reachable by their short name: ``--model tiny-sudoku``.
+package data) are reachable by their short name: ``--model tiny-llada``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def shipped_models() -> list[str]:
 
 def find_model(name: str) -> str:
     """``name`` itself when it is a path that exists, else the shipped checkpoint of that short name
-    (``tiny-sudoku``, also ``checkpoints/tiny-sudoku`` run from another directory), else ``name``."""
+    (``tiny-llada``, also ``checkpoints/tiny-llada`` run from another directory), else ``name``."""
     if not name or Path(name).expanduser().exists():
         return name
     short = name[len("checkpoints/"):] if name.startswith("checkpoints/") else name
@@ -122,8 +122,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "eval": {"split": _eval_split, "out": _eval_out},
     "train": {"temperature": 0.9, "prompt_style": "train"},
     "sft": {"prompt_style": "train", "gen_len": 256},
-    "reward-model": {"prompt_style": "train", "gen_len": 256, "model": "tiny-sudoku"},
-    "bench": {"model": "tiny-sudoku"},
+    "reward-model": {"prompt_style": "train", "gen_len": 256, "model": "tiny-llada"},
+    "bench": {"model": "tiny-llada"},
     "merge": {"model": _merge_model},
 }
 

@@ -2,8 +2,8 @@
 # CPU-scale demonstration of reward-guided sampling (issue 8: EntRGi and its baselines).
 #
 #   scripts/entrgi_demo.sh          # about 50 minutes on one shared CPU core (reward model ~9)
-#   MODEL=checkpoints/tiny-sudoku RM=checkpoints/tiny-sudoku-reward OUT=runs/entrgi RESULTS=results/entrgi \
-#     scripts/entrgi_demo.sh        # the first round's ModernBERT pair (while those checkpoints exist)
+#   (the first round ran on the ModernBERT tiny-sudoku with tiny-sudoku-reward; that pair is retired,
+#    its results are kept in results/entrgi)
 #   EXTRAS=0 scripts/entrgi_demo.sh # steps 1-3 and 5 only (no x-* runs)
 #
 # 1. a tiny reward model trained on MODEL's own samples of generated *training* puzzles, labelled by

@@ -2,8 +2,8 @@
 """Summarize the EntRGi demonstration (scripts/entrgi_demo.sh): runs/entrgi-llada/*/results.json -> results/entrgi-llada/.
 
     python3 scripts/summarize_entrgi.py                     # writes results/entrgi-llada/results.{md,json}
-    python3 scripts/summarize_entrgi.py --runs runs/entrgi --out results/entrgi \
-        --model checkpoints/tiny-sudoku --reward-model checkpoints/tiny-sudoku-reward   # the first round's pair
+    (results/entrgi/ holds the first round, on the ModernBERT tiny-sudoku with tiny-sudoku-reward: that pair
+    is retired, its results are kept)
     python3 scripts/summarize_entrgi.py --pick entrgi       # prints the validation-best guidance-lr of a method
     python3 scripts/summarize_entrgi.py --pick best-of-n    # prints the validation-best temperature of best-of-n
 

@@ -12,7 +12,7 @@ from dllmrl.config import BenchConfig, ModelConfig
 
 EPILOG = """Examples:
 
-  dllmrl bench --model checkpoints/tiny-sudoku
+  dllmrl bench --model checkpoints/tiny-llada --prompt-len 32 --gen-len 32
 
   dllmrl bench --tiny-vocab 32000 --json
 

@@ -13,7 +13,7 @@ from dllmrl.evaluation.loop import EvalConfig
 
 EPILOG = """Examples:
 
-  dllmrl eval sudoku --model checkpoints/tiny-sudoku --limit 32
+  dllmrl eval sudoku --model checkpoints/tiny-llada --adapter checkpoints/tiny-llada-adapters --adapter-subfolder sudoku/egspo-sa --limit 32
 
   dllmrl eval gsm8k --model GSAI-ML/LLaDA-8B-Instruct --gen-len 128,256,512 --batch-size 16
 

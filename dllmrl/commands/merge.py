@@ -24,7 +24,7 @@ class MergeConfig:
 
 EPILOG = """Examples:
 
-  dllmrl merge --model tiny-sudoku --adapter A --adapter B --weights 0.5,0.5 --how linear -o runs/merged
+  dllmrl merge --model tiny-llada --adapter A --adapter B --weights 0.5,0.5 --how linear -o runs/merged
 
   dllmrl merge --adapter A --adapter B --weights 0.7,0.3 --how ties --density 0.5 -o runs/ties
 

@@ -12,7 +12,7 @@ from dllmrl.config import ModelConfig, RewardModelConfig, SamplerConfig
 
 EPILOG = """Example:
 
-  dllmrl reward-model sudoku --model checkpoints/tiny-sudoku --output checkpoints/tiny-sudoku-reward
+  dllmrl reward-model sudoku --model checkpoints/tiny-llada --output runs/my-reward-model
 """
 
 

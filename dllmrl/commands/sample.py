@@ -29,9 +29,9 @@ EPILOG = """Examples:
 
   dllmrl sample "Solve: 2x+3=11"
 
-  dllmrl sample "Solve this sudoku: 1030..." --model checkpoints/tiny-sudoku --gen-len 64 --steps 32
+  dllmrl sample "1030020000400201" --model checkpoints/tiny-llada --gen-len 16 --steps 8
 
-  dllmrl sample "hello" --model checkpoints/tiny-sudoku --json > traj.json
+  dllmrl sample "1030020000400201" --model checkpoints/tiny-llada --json > traj.json
 
   dllmrl sample "..." --model BASE --adapter sudoku=DIR1 --adapter countdown=DIR2 --blend sudoku=0.5,countdown=0.5
 """

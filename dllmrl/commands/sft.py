@@ -22,7 +22,7 @@ Ctrl-C saves a checkpoint; the same command plus --resume continues the run exac
 
 The trained model lands in OUTPUT/model (full fine-tuning: use it with --model) or OUTPUT/adapter (LoRA: use it with --adapter on the same --model).
 
-scripts/make_tiny_checkpoints.sh rebuilds the shipped tiny models.
+scripts/make_tiny_llada.sh rebuilds the shipped tiny model (checkpoints/tiny-llada).
 """
 
 

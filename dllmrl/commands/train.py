@@ -8,9 +8,9 @@ import typer
 
 EPILOG = """Examples:
 
-  dllmrl train sudoku --model checkpoints/tiny-sudoku --max-steps 200 -o runs/tiny-egspo-sa
+  dllmrl train sudoku --model checkpoints/tiny-llada --max-steps 200 -o runs/tiny-egspo-sa
 
-  dllmrl train sudoku --model checkpoints/tiny-sudoku -o runs/tiny-egspo-sa --resume       (Ctrl-C saves; this continues)
+  dllmrl train sudoku --model checkpoints/tiny-llada -o runs/tiny-egspo-sa --resume       (Ctrl-C saves; this continues)
 
   dllmrl train countdown --method egspo --select random --k-steps 8 --temperature 0.2
 

@@ -1,6 +1,6 @@
 """Splitting an evaluation over the processes of ``torchrun`` / ``accelerate launch``.
 
-    torchrun --standalone --nproc_per_node 2 -m dllmrl.cli eval sudoku --model checkpoints/tiny-sudoku
+    torchrun --standalone --nproc_per_node 2 -m dllmrl.cli eval sudoku --model checkpoints/tiny-llada
 
 The examples still to do are cut into batches the same way whatever the number of processes (sorted by
 prompt length, so a batch holds prompts of similar length and little padding); batch ``i`` goes to rank

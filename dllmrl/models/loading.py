@@ -27,7 +27,7 @@ from dllmrl.models.base import ModelAdapter
 log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-LOCAL_HINT = "use a local model directory instead, such as checkpoints/tiny-sudoku"
+LOCAL_HINT = "use a local model directory instead, such as checkpoints/tiny-llada"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -71,7 +71,7 @@ def resolve_source(name: str, *, what: str = "--model", filename: str = "config.
     """Return a local directory or a hub id that can be loaded, or raise a clear error."""
     from dllmrl.model_defaults import find_model
 
-    name = find_model(name)  # a shipped checkpoint's short name (tiny-sudoku) -> its installed directory
+    name = find_model(name)  # a shipped checkpoint's short name (tiny-llada) -> its installed directory
     path = Path(name).expanduser()
     if path.exists():
         where = path / subfolder if subfolder else path

@@ -1,6 +1,6 @@
 """Weight-space baselines for sampling-time blending: several LoRA adapters merged into one, by peft.
 
-    merge_adapters("tiny-sudoku", [NamedAdapter("m0", "A"), NamedAdapter("m1", "B")], (0.5, 0.5), "ties", "OUT",
+    merge_adapters("tiny-llada", [NamedAdapter("m0", "A"), NamedAdapter("m1", "B")], (0.5, 0.5), "ties", "OUT",
                    density=0.5)
 
 peft's ``add_weighted_adapter`` does the arithmetic. What its combinations mean for one LoRA layer

@@ -1,6 +1,6 @@
 """LoRA (and QLoRA) on a ``ModelAdapter``'s model through peft.
 
-    adapter = load_model(ModelConfig(model="checkpoints/tiny-sudoku", device="cpu"))
+    adapter = load_model(ModelConfig(model="checkpoints/tiny-llada", device="cpu"))
     add_lora(adapter, LoraSettings(r=128, alpha=64, dropout=0.05))      # in place; returns the adapter
     add_lora(adapter, LoraSettings(), init_adapter="runs/x/adapter")    # continue from a saved adapter
 

@@ -1,6 +1,6 @@
 """Train a small reward model on a diffusion LM's own samples, labelled by a task's verifier.
 
-    dllmrl reward-model sudoku --model checkpoints/tiny-sudoku --output checkpoints/tiny-sudoku-reward
+    dllmrl reward-model sudoku --model checkpoints/tiny-llada --output checkpoints/tiny-llada-reward
 
 The reward model is a ModernBERT sequence classifier (one output) that shares the DLLM's
 tokenizer, so reward guidance (dllmrl.sampling.guidance) can feed it the DLLM's token distributions. It
