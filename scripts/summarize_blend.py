@@ -3,7 +3,9 @@
     python3 scripts/summarize_blend.py [--runs runs/blend] [--out results/blend]
 
 front: for every scheme (logit, random-step, linear, ties) and weight w on the Sudoku adapter, the Sudoku test
-puzzles solved and the Countdown test problems correct; the base and the multi-task adapter are single points.
+puzzles solved and the Countdown test problems correct; the base and the multi-task adapter are single points;
+then logit blending minus each other scheme at the same w (and minus the multi-task adapter at w = 0.5), paired
+over the test examples with a bootstrap 95 % interval.
 dial: for every lambda (--blend-base-scale) and every beta-trained adapter, Sudoku solved and the mean KL to the
 base per decoded position and step (--blend-kl). Writes OUT/front.{md,json,png} and OUT/dial.{md,json,png}.
 """
@@ -53,6 +55,40 @@ def dial(runs: Path) -> dict:
                      "sudoku": acc, "kl_to_base": kl})
     rows.sort(key=lambda r: (r["kind"], r["value"]))
     return {"rows": rows}
+
+
+def correct_by_id(folder: Path) -> dict[str, float]:
+    rows = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines() if x.strip()]
+    return {str(r["id"]): float(bool(r["correct"])) for r in rows}
+
+
+def paired(runs: Path, points: dict, boot: int = 5000) -> list[dict]:
+    """Logit blending minus each other scheme at the same w, and minus the multi-task adapter at w = 0.5:
+    paired differences over the test examples with a bootstrap 95 % interval."""
+    from dllmrl.evaluation.stats import paired_bootstrap, paired_by_id
+
+    pairs = [(f"logit-w{p['w']:g}", f"{scheme}-w{p['w']:g}") for scheme in SCHEMES[1:] for p in points.get(scheme, [])
+             if p["w"] not in (0, 1)]
+    if "multi-task" in points:
+        pairs.append(("logit-w0.5", "multi-task"))
+    out = []
+    for a, b in pairs:
+        for task in ("sudoku", "countdown"):
+            da, db = runs / "front" / a / task, runs / "front" / b / task
+            if not (da / "records.jsonl").is_file() or not (db / "records.jsonl").is_file():
+                continue
+            base, [run] = paired_by_id(correct_by_id(db), [correct_by_id(da)])
+            ci = paired_bootstrap(base, [run], n=boot, seed=0)
+            out.append({"a": a, "b": b, "task": task, "diff": ci.diff, "low": ci.low, "high": ci.high})
+    return out
+
+
+def paired_md(rows: list[dict]) -> str:
+    lines = ["| logit blend | minus | task | difference, points [95 % CI] |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['a']} | {r['b']} | {r['task']} | {100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, "
+                     f"{100 * r['high']:+.1f}] |")
+    return "\n".join(lines) + "\n"
 
 
 def pct(a: dict) -> str:
@@ -137,10 +173,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pts, dl = front(args.runs), dial(args.runs)
     if pts:
-        (args.out / "front.json").write_text(json.dumps(pts, indent=1) + "\n")
-        (args.out / "front.md").write_text(front_md(pts))
+        pair = paired(args.runs, pts)
+        (args.out / "front.json").write_text(json.dumps({"points": pts, "paired": pair}, indent=1) + "\n")
+        (args.out / "front.md").write_text(front_md(pts) + "\nPaired differences (same test examples):\n\n"
+                                           + paired_md(pair))
         plot_front(args.out / "front.png", pts)
         print(front_md(pts))
+        print(paired_md(pair))
     if dl["rows"]:
         (args.out / "dial.json").write_text(json.dumps(dl, indent=1) + "\n")
         (args.out / "dial.md").write_text(dial_md(dl))
