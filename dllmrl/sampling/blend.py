@@ -38,6 +38,7 @@ from torch import Tensor
 from dllmrl.adapter_spec import BASE, NamedAdapter
 from dllmrl.config import BlendConfig
 from dllmrl.errors import ConfigError
+from dllmrl.methods.losses import exact_kl
 from dllmrl.models.base import MIN_HEAD_ROWS, ModelAdapter
 from dllmrl.models.layers import KVCache
 
@@ -136,7 +137,7 @@ class BlendedAdapter(ModelAdapter):
         keep[self.mask_id] = False
         p = torch.log_softmax(blend.detach()[..., keep], dim=-1).reshape(-1, int(keep.sum()))
         q = torch.log_softmax(base.detach()[..., keep], dim=-1).reshape(-1, int(keep.sum()))
-        kl = (p.exp() * (p - q)).sum(-1).clamp_min(0)  # rounding can make an exact 0 slightly negative
+        kl = exact_kl(p, q).clamp_min(0)  # rounding can make an exact 0 slightly negative
         self.kl_sum += float(kl.sum())
         self.kl_rows += kl.numel()
 
