@@ -113,13 +113,27 @@ def dial_md(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_front(path: Path, points: dict) -> None:
+def new_axes(height: float):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 5))
+    return plt.subplots(figsize=(6.4, height))
+
+
+def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_front(path: Path, points: dict) -> None:
+    fig, ax = new_axes(5)
     for scheme, pts in points.items():
         xs = [100 * p["sudoku"]["accuracy"] for p in pts]
         ys = [100 * p["countdown"]["accuracy"] for p in pts]
@@ -130,22 +144,12 @@ def plot_front(path: Path, points: dict) -> None:
         else:
             ax.plot(xs, ys, marker="*" if scheme == "multi-task" else "s", markersize=11, linestyle="none",
                     label="multi-task RL adapter" if scheme == "multi-task" else scheme)
-    ax.set_xlabel("Sudoku test puzzles solved (%)")
-    ax.set_ylabel("Countdown test problems correct (%)")
-    ax.set_title("tiny-llada: two adapters combined (labels: weight on Sudoku)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    finish(fig, ax, path, "Sudoku test puzzles solved (%)", "Countdown test problems correct (%)",
+           "tiny-llada: two adapters combined (labels: weight on Sudoku)")
 
 
 def plot_dial(path: Path, d: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = new_axes(4.6)
     for kind, marker in (("lambda", "o"), ("beta", "^")):
         rows = [r for r in d["rows"] if r["kind"] == kind and r["kl_to_base"] is not None]
         if not rows:
@@ -156,13 +160,8 @@ def plot_dial(path: Path, d: dict) -> None:
         for r, x, y in zip(rows, xs, ys):
             ax.annotate(f"{'λ' if kind == 'lambda' else 'β'}={r['value']:g}", (x, y), textcoords="offset points",
                         xytext=(3, 3), fontsize=7)
-    ax.set_xlabel("mean KL(policy || base) per decoded position and step (nats)")
-    ax.set_ylabel("Sudoku test puzzles solved (%)")
-    ax.set_title("strength dial on tiny-llada (Sudoku)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    finish(fig, ax, path, "mean KL(policy || base) per decoded position and step (nats)",
+           "Sudoku test puzzles solved (%)", "strength dial on tiny-llada (Sudoku)")
 
 
 def main() -> None:
